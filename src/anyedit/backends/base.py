@@ -1,0 +1,68 @@
+"""The backend protocol and registry: a backend turns (keys, target values, statistics) into deltas."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from ..arch import ArchSpec
+from ..config import BackendConfig, EditConfig, register_backend_config
+from ..deltas import Delta
+from ..errors import ConfigError
+from ..types import Chunk, PreparedRequest
+from ..values import ValueTargets
+
+
+@dataclass
+class EditContext:
+    """Everything a backend may use. ``stats(layers)`` computes or loads covariance statistics lazily."""
+
+    model: nn.Module
+    tokenizer: Any
+    spec: ArchSpec
+    config: EditConfig
+    layers: tuple[int, ...]
+    value_layer: int
+    prepared: list[PreparedRequest]
+    chunks: list[list[Chunk]]
+    values: list[ValueTargets]
+    stats: Callable[[Sequence[int]], dict[int, torch.Tensor]]
+    show_progress: bool = True
+
+    @property
+    def backend_config(self) -> Any:
+        return self.config.backend
+
+
+@dataclass
+class BackendOutput:
+    deltas: dict[str, Delta]
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    """``compute`` returns deltas and must leave the model's weights exactly as it found them."""
+
+    def compute(self, ctx: EditContext) -> BackendOutput: ...
+
+
+_BACKENDS: dict[str, type] = {}
+
+
+def register_backend(name: str, backend_cls: type, config_cls: type[BackendConfig]) -> None:
+    """Register a method under ``name`` with its config class. Names are unique."""
+    if name in _BACKENDS:
+        raise ConfigError(f"a backend named {name!r} is already registered")
+    register_backend_config(name, config_cls)
+    _BACKENDS[name] = backend_cls
+
+
+def get_backend(name: str) -> Backend:
+    try:
+        return _BACKENDS[name]()
+    except KeyError:
+        raise ConfigError(f"unknown method {name!r}; known methods: {', '.join(sorted(_BACKENDS))}") from None

@@ -1,0 +1,88 @@
+"""Paper Step 1: split the target into chunks and place each chunk's edited position (pure functions).
+
+All boundaries are token indices of the one tokenization of the answer (:class:`PreparedRequest`);
+sentence boundaries found in the text are mapped onto it through the token character offsets.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from .config import ChunkingConfig
+from .types import Chunk, PreparedRequest
+
+# A segment ends after sentence punctuation followed by whitespace, or at a line break.
+_BOUNDARY = re.compile(r"(?<=[.!?;:])[\"')\]]*\s+|\n+")
+
+
+def window_spans(n: int, window: int, overlap: int = 0) -> list[tuple[int, int]]:
+    """Token spans ``[start, end)`` of a sliding window over ``n`` tokens.
+
+    Every token is covered; a window that would lie entirely inside the previous one is not emitted
+    (the reference's overlap edge case).
+    """
+    if n < 1:
+        raise ValueError(f"cannot chunk {n} tokens")
+    if window < 1 or not 0 <= overlap < window:
+        raise ValueError(f"need window >= 1 and 0 <= overlap < window, got window={window}, overlap={overlap}")
+    spans, start, stride = [], 0, window - overlap
+    while True:
+        end = min(start + window, n)
+        spans.append((start, end))
+        if end == n:
+            return spans
+        start += stride
+
+
+def sentence_starts(text: str) -> list[int]:
+    """Character offsets where a new sentence or line starts (excluding 0)."""
+    return sorted({m.end() for m in _BOUNDARY.finditer(text) if 0 < m.end() < len(text)})
+
+
+def sentence_spans(offsets: Sequence[tuple[int, int]], text: str, window: int) -> list[tuple[int, int]]:
+    """Token spans that end at sentence/line boundaries, merged up to ``window`` tokens.
+
+    A sentence longer than ``window`` tokens is cut into windows. Trailing special tokens (offset at
+    the end of the text) join the last span.
+    """
+    n = len(offsets)
+    if n < 1:
+        raise ValueError("cannot chunk 0 tokens")
+    starts = sentence_starts(text)
+    # token index where each sentence begins: first token whose start offset reaches the boundary
+    cuts, j = [], 0
+    for i, (s, _e) in enumerate(offsets):
+        while j < len(starts) and s >= starts[j]:
+            if i > 0 and (not cuts or cuts[-1] != i):
+                cuts.append(i)
+            j += 1
+    sentences = list(zip([0, *cuts], [*cuts, n]))
+    spans: list[tuple[int, int]] = []
+    for s, e in sentences:
+        if spans and (e - spans[-1][0]) <= window:
+            spans[-1] = (spans[-1][0], e)  # merge into the current chunk
+            continue
+        while e - s > window:
+            spans.append((s, s + window))
+            s += window
+        spans.append((s, e))
+    return spans
+
+
+def make_chunks(prepared: PreparedRequest, cfg: ChunkingConfig) -> list[Chunk]:
+    """Chunks of a prepared request with their anchor positions in ``prompt + target``."""
+    n, p = len(prepared.target_ids), prepared.prompt_len
+    if cfg.mode == "none":
+        spans = [(0, n)]
+    elif cfg.mode == "window":
+        spans = window_spans(n, cfg.window, cfg.overlap)
+    else:
+        spans = sentence_spans(prepared.target_offsets, prepared.request.answer, cfg.window)
+    chunks = []
+    for k, (s, e) in enumerate(spans):
+        anchor = p + s - 1
+        if k == 0 and cfg.first_anchor == "question_end":
+            anchor = prepared.question_end
+        chunks.append(Chunk(start=s, end=e, anchor=anchor))
+    return chunks

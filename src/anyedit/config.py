@@ -1,0 +1,335 @@
+"""Typed, validated configuration objects that round-trip to JSON.
+
+Every config is a frozen dataclass validated in ``__post_init__``; a bad value raises
+:class:`~anyedit.errors.ConfigError` naming the field and the value. ``to_dict``/``from_dict``
+round-trip through plain JSON types; unknown keys are dropped with a warning.
+
+Method-specific settings live in a backend config class registered under the method name
+(:func:`register_backend_config`), so :class:`EditConfig` stays one object for every method.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import typing
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, TypeVar
+
+from .errors import ConfigError
+
+T = TypeVar("T", bound="_Config")
+
+ChunkMode = Literal["window", "sentence", "none"]
+AnchorMode = Literal["prompt_end", "question_end"]
+DTypeName = Literal["float32", "float64", "bfloat16", "float16"]
+
+
+def _fail(cls: type, name: str, value: Any, why: str) -> None:
+    raise ConfigError(f"{cls.__name__}.{name}={value!r}: {why}")
+
+
+class _Config:
+    """Shared JSON round-trip and validation helpers for config dataclasses."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            if isinstance(v, _Config):
+                v = v.to_dict()
+            elif isinstance(v, tuple):
+                v = list(v)
+            out[f.name] = v
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
+        if data is None:
+            return cls()
+        if not isinstance(data, dict):
+            raise ConfigError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
+        hints = typing.get_type_hints(cls)
+        known = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - known)
+        if unknown:
+            warnings.warn(f"{cls.__name__}: ignoring unknown keys {unknown}", stacklevel=2)
+        kwargs: dict[str, Any] = {}
+        for name in known & set(data):
+            kwargs[name] = _coerce(hints[name], data[name], cls, name)
+        try:
+            return cls(**kwargs)
+        except TypeError as e:  # wrong type for a field that validation did not catch
+            raise ConfigError(f"{cls.__name__}: {e}") from None
+
+    @classmethod
+    def from_json(cls: type[T], text: str) -> T:
+        return cls.from_dict(json.loads(text))
+
+
+def _coerce(hint: Any, value: Any, cls: type, name: str) -> Any:
+    """Turn JSON values into the declared field type (nested configs, tuples)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if isinstance(hint, type) and issubclass(hint, _Config):
+        return hint.from_dict(value)
+    if origin is typing.Union or origin is getattr(__import__("types"), "UnionType", None):
+        if value is None:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        if len(non_none) == 1:
+            return _coerce(non_none[0], value, cls, name)
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            _fail(cls, name, value, "expected a list")
+        return tuple(value)
+    return value
+
+
+def _check_pos_int(cls: type, name: str, v: Any, minimum: int = 1) -> None:
+    if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
+        _fail(cls, name, v, f"must be an integer >= {minimum}")
+
+
+def _check_pos_float(cls: type, name: str, v: Any, allow_zero: bool = False) -> None:
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+        _fail(cls, name, v, "must be a finite number")
+    if v < 0 or (v == 0 and not allow_zero):
+        _fail(cls, name, v, "must be >= 0" if allow_zero else "must be > 0")
+
+
+def _check_choice(cls: type, name: str, v: Any, choices: tuple[str, ...]) -> None:
+    if v not in choices:
+        _fail(cls, name, v, f"must be one of {', '.join(choices)}")
+
+
+@dataclass(frozen=True)
+class PromptConfig(_Config):
+    """How a question becomes model input.
+
+    ``chat_template=None`` uses the tokenizer's chat template when it has one (instruct models) and raw
+    text otherwise; ``True`` requires a template, ``False`` edits raw text (base models).
+    ``system_prompt=None`` keeps the template's default system turn (if any).
+    """
+
+    chat_template: bool | None = None
+    system_prompt: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.chat_template not in (None, True, False):
+            _fail(type(self), "chat_template", self.chat_template, "must be true, false or null")
+        if self.system_prompt is not None and not isinstance(self.system_prompt, str):
+            _fail(type(self), "system_prompt", self.system_prompt, "must be a string or null")
+
+
+@dataclass(frozen=True)
+class ChunkingConfig(_Config):
+    """Paper Step 1: how the answer is split into chunks, and where each chunk's vector sits.
+
+    * ``mode="window"``: sliding window of ``window`` tokens with ``overlap`` tokens of overlap.
+    * ``mode="sentence"``: chunks end at sentence / line boundaries; sentences are merged up to
+      ``window`` tokens and longer sentences are split at ``window`` tokens.
+    * ``mode="none"``: the single-token baseline: one chunk (the whole answer), one edited position.
+
+    ``first_anchor`` places the first chunk's vector on the last prompt token (``"prompt_end"``, the
+    paper's placement, which for chat models is the template's last token) or on the question's last
+    token (``"question_end"``); later chunks are always anchored on the token before the chunk.
+    """
+
+    mode: ChunkMode = "window"
+    window: int = 40
+    overlap: int = 0
+    first_anchor: AnchorMode = "prompt_end"
+
+    def __post_init__(self) -> None:
+        c = type(self)
+        _check_choice(c, "mode", self.mode, ("window", "sentence", "none"))
+        _check_pos_int(c, "window", self.window)
+        _check_pos_int(c, "overlap", self.overlap, minimum=0)
+        if self.overlap >= self.window:
+            _fail(c, "overlap", self.overlap, f"must be smaller than window ({self.window})")
+        _check_choice(c, "first_anchor", self.first_anchor, ("prompt_end", "question_end"))
+
+
+@dataclass(frozen=True)
+class ValueConfig(_Config):
+    """Paper Step 3 (Eq. 9): optimisation of each chunk's residual-stream vector.
+
+    Defaults are the reference code's. The vector is added to the output of decoder layer
+    ``layer`` (default: the last edited layer). Loss = mean NLL of the chunk +
+    ``weight_decay * |delta| / |h|^2``; stop when the loss is below ``stop_loss`` or after ``max_steps``
+    Adam steps; after each step ``|delta|`` is clamped to ``clamp_norm * |h|``.
+    ``cache_prefix`` reuses the states that the vector cannot change (exact; see values.py).
+    """
+
+    layer: int | None = None
+    lr: float = 0.5
+    max_steps: int = 25
+    weight_decay: float = 1e-3
+    clamp_norm: float = 4.0
+    stop_loss: float = 1e-2
+    cache_prefix: bool = True
+
+    def __post_init__(self) -> None:
+        c = type(self)
+        if self.layer is not None:
+            _check_pos_int(c, "layer", self.layer, minimum=0)
+        _check_pos_float(c, "lr", self.lr)
+        _check_pos_int(c, "max_steps", self.max_steps, minimum=0)
+        _check_pos_float(c, "weight_decay", self.weight_decay, allow_zero=True)
+        _check_pos_float(c, "clamp_norm", self.clamp_norm)
+        _check_pos_float(c, "stop_loss", self.stop_loss, allow_zero=True)
+        if not isinstance(self.cache_prefix, bool):
+            _fail(c, "cache_prefix", self.cache_prefix, "must be true or false")
+
+
+@dataclass(frozen=True)
+class StatsConfig(_Config):
+    """Second-moment statistics C = E[k k^T] of the MLP keys, per edited layer.
+
+    ``corpus``: ``"wikipedia-offline"`` (the English Wikipedia sample shipped in gensim's test data,
+    no download), ``"model-samples"`` (text sampled from the model itself), a path to a ``.txt`` /
+    ``.jsonl`` file, or ``"hf:<dataset>[:<config>]"`` (needs the ``datasets`` package and network).
+    """
+
+    corpus: str = "wikipedia-offline"
+    n_tokens: int = 100_000
+    max_len: int = 256
+    batch_size: int = 4
+    dtype: DTypeName = "float32"
+
+    def __post_init__(self) -> None:
+        c = type(self)
+        if not isinstance(self.corpus, str) or not self.corpus.strip():
+            _fail(c, "corpus", self.corpus, "must be a non-empty string")
+        _check_pos_int(c, "n_tokens", self.n_tokens)
+        _check_pos_int(c, "max_len", self.max_len, minimum=2)
+        _check_pos_int(c, "batch_size", self.batch_size)
+        _check_choice(c, "dtype", self.dtype, ("float32", "float64", "bfloat16", "float16"))
+
+
+# ---------------------------------------------------------------- backend configs
+
+
+@dataclass(frozen=True)
+class BackendConfig(_Config):
+    """Base class of method-specific settings."""
+
+    method: ClassVar[str] = ""
+
+
+_BACKEND_CONFIGS: dict[str, type[BackendConfig]] = {}
+
+
+def register_backend_config(name: str, cls: type[BackendConfig]) -> None:
+    """Register the config class of a method. Registering a name twice is an error."""
+    if name in _BACKEND_CONFIGS:
+        raise ConfigError(f"a backend config named {name!r} is already registered")
+    if not (isinstance(cls, type) and issubclass(cls, BackendConfig)):
+        raise ConfigError(f"backend config for {name!r} must subclass BackendConfig")
+    _BACKEND_CONFIGS[name] = cls
+
+
+def backend_config_class(name: str) -> type[BackendConfig]:
+    try:
+        return _BACKEND_CONFIGS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown method {name!r}; known methods: {', '.join(sorted(_BACKEND_CONFIGS))}"
+        ) from None
+
+
+def known_methods() -> list[str]:
+    return sorted(_BACKEND_CONFIGS)
+
+
+# ---------------------------------------------------------------- the edit config
+
+
+@dataclass(frozen=True)
+class EditConfig(_Config):
+    """Everything that determines an edit (besides the model and the requests).
+
+    ``layers``: decoder layers whose weights change (None: the architecture's default, scaled to depth).
+    ``backend``: the method's own settings; ``None`` means the method's defaults.
+    """
+
+    method: str = "memit"
+    layers: tuple[int, ...] | None = None
+    chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
+    value: ValueConfig = field(default_factory=ValueConfig)
+    stats: StatsConfig = field(default_factory=StatsConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    backend: BackendConfig | None = None
+
+    def __post_init__(self) -> None:
+        c = type(self)
+        cls = backend_config_class(self.method)
+        if self.backend is None:
+            object.__setattr__(self, "backend", cls())
+        elif not isinstance(self.backend, cls):
+            _fail(c, "backend", self.backend, f"method {self.method!r} needs a {cls.__name__}")
+        if self.layers is not None:
+            if isinstance(self.layers, list):
+                object.__setattr__(self, "layers", tuple(self.layers))
+            if not isinstance(self.layers, tuple) or not self.layers:
+                _fail(c, "layers", self.layers, "must be a non-empty list of layer indices")
+            for v in self.layers:
+                _check_pos_int(c, "layers", v, minimum=0)
+            if list(self.layers) != sorted(set(self.layers)):
+                _fail(c, "layers", self.layers, "must be strictly increasing")
+        for name, typ in (("chunking", ChunkingConfig), ("value", ValueConfig), ("stats", StatsConfig),
+                          ("prompt", PromptConfig)):
+            if not isinstance(getattr(self, name), typ):
+                _fail(c, name, getattr(self, name), f"must be a {typ.__name__}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "EditConfig":
+        if data is None:
+            return cls()
+        if not isinstance(data, dict):
+            raise ConfigError(f"EditConfig: expected a JSON object, got {type(data).__name__}")
+        data = dict(data)
+        method = data.get("method", "memit")
+        backend = data.pop("backend", None)
+        base = super().from_dict.__func__(cls, data)  # type: ignore[attr-defined]
+        bcls = backend_config_class(method)
+        return dataclasses.replace(base, backend=bcls.from_dict(backend))
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "EditConfig":
+        """Return a copy with dotted-path overrides, e.g. ``{"chunking.window": 20, "backend.kp_weight": 0}``.
+
+        Changing ``method`` resets ``backend`` to the new method's defaults before the other overrides.
+        """
+        d = self.to_dict()
+        if "method" in overrides and overrides["method"] != self.method:
+            d["method"] = overrides["method"]
+            d["backend"] = {}
+        for key, value in overrides.items():
+            if key == "method":
+                continue
+            parts = key.split(".")
+            node = d
+            for p in parts[:-1]:
+                if not isinstance(node.get(p), dict):
+                    raise ConfigError(f"unknown config field {key!r}")
+                node = node[p]
+            if parts[0] == "backend" and len(parts) == 2:
+                bfields = {f.name for f in dataclasses.fields(backend_config_class(d["method"]))}
+                if parts[1] not in bfields:
+                    raise ConfigError(f"unknown config field {key!r} for method {d['method']!r}")
+            elif parts[-1] not in node:
+                raise ConfigError(f"unknown config field {key!r}")
+            node[parts[-1]] = list(value) if isinstance(value, tuple) else value
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            try:
+                return EditConfig.from_dict(d)
+            except UserWarning as w:
+                raise ConfigError(str(w)) from None

@@ -1,0 +1,103 @@
+"""Weight deltas and the primitives that apply and undo them exactly."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import EditApplyError
+
+
+@dataclass
+class Delta:
+    """A change to one parameter: ``param += a @ b.T`` (low rank), or ``param += dense``.
+
+    ``a`` has the parameter's first dimension, ``b`` its second, so the layout is already resolved.
+    Factors are kept in float32 (or better); the sum is cast to the parameter's dtype when applied.
+    """
+
+    a: torch.Tensor | None = None
+    b: torch.Tensor | None = None
+    dense: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if (self.dense is None) == (self.a is None or self.b is None):
+            raise ValueError("a Delta is either low-rank (a and b) or dense")
+        if self.dense is None and (self.a.ndim != 2 or self.b.ndim != 2 or self.a.shape[1] != self.b.shape[1]):
+            raise ValueError(f"low-rank factors must be [m, r] and [n, r], got {tuple(self.a.shape)} and {tuple(self.b.shape)}")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        if self.dense is not None:
+            return tuple(self.dense.shape)  # type: ignore[return-value]
+        return (self.a.shape[0], self.b.shape[0])  # type: ignore[union-attr]
+
+    @property
+    def rank(self) -> int | None:
+        return None if self.dense is not None else int(self.a.shape[1])  # type: ignore[union-attr]
+
+    def full(self, device: torch.device | None = None) -> torch.Tensor:
+        if self.dense is not None:
+            return self.dense.to(device) if device is not None else self.dense
+        a, b = self.a, self.b
+        if device is not None:
+            a, b = a.to(device), b.to(device)  # type: ignore[union-attr]
+        return a @ b.T  # type: ignore[union-attr]
+
+    def is_finite(self) -> bool:
+        ts = [self.dense] if self.dense is not None else [self.a, self.b]
+        return all(bool(torch.isfinite(t).all()) for t in ts)  # type: ignore[arg-type]
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"dense": self.dense} if self.dense is not None else {"a": self.a, "b": self.b}  # type: ignore[dict-item]
+
+
+def get_param(model: nn.Module, name: str) -> torch.nn.Parameter:
+    try:
+        return model.get_parameter(name)
+    except AttributeError:
+        raise EditApplyError(f"the model has no parameter {name!r}") from None
+
+
+def new_values(model: nn.Module, deltas: dict[str, Delta]) -> dict[str, torch.Tensor]:
+    """Compute ``param + delta`` for every delta without touching the model; refuse non-finite results."""
+    out: dict[str, torch.Tensor] = {}
+    for name, d in deltas.items():
+        p = get_param(model, name)
+        if tuple(p.shape) != d.shape:
+            raise EditApplyError(f"delta for {name} has shape {d.shape}, parameter has {tuple(p.shape)}")
+        if not d.is_finite():
+            raise EditApplyError(f"the delta for {name} contains NaN or Inf; nothing was changed")
+        full = d.full(p.device)
+        v = (p.detach().to(full.dtype) + full).to(p.dtype)
+        if not bool(torch.isfinite(v).all()):
+            raise EditApplyError(f"applying the delta to {name} gives NaN or Inf; nothing was changed")
+        out[name] = v
+    return out
+
+
+@torch.no_grad()
+def apply_deltas(model: nn.Module, deltas: dict[str, Delta]) -> dict[str, torch.Tensor]:
+    """Apply all deltas (all or nothing) and return exact copies of the original values."""
+    values = new_values(model, deltas)
+    backup = {name: get_param(model, name).detach().clone() for name in values}
+    for name, v in values.items():
+        get_param(model, name).copy_(v)
+    return backup
+
+
+@torch.no_grad()
+def restore(model: nn.Module, backup: dict[str, torch.Tensor]) -> None:
+    for name, v in backup.items():
+        get_param(model, name).copy_(v)
+
+
+def tensor_sha256(t: torch.Tensor) -> str:
+    """SHA-256 of a tensor's dtype, shape and raw bytes."""
+    t = t.detach().contiguous().cpu()
+    h = hashlib.sha256(f"{t.dtype}|{tuple(t.shape)}|".encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()

@@ -1,0 +1,118 @@
+"""Compose the steps: tokenize -> chunk -> value search -> backend update -> :class:`EditResult`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from tqdm.auto import tqdm
+
+from .arch import get_spec, model_identity, num_layers
+from .backends import EditContext, get_backend
+from .chunking import make_chunks
+from .config import EditConfig
+from .deltas import get_param, tensor_sha256
+from .errors import ConfigError, EditApplyError, RequestError
+from .presets import preset_config
+from .prompts import context_length, prepare_request
+from .result import EditResult
+from .stats import CovarianceCache
+from .types import EditRequest
+from .values import search_values
+
+log = logging.getLogger(__name__)
+
+
+def _as_requests(requests: EditRequest | dict | Sequence[EditRequest | dict]) -> list[EditRequest]:
+    if isinstance(requests, (EditRequest, dict)):
+        requests = [requests]
+    out = [r if isinstance(r, EditRequest) else EditRequest.from_dict(r) for r in requests]
+    if not out:
+        raise RequestError("no edit requests given")
+    return out
+
+
+def resolve_layers(model: nn.Module, config: EditConfig) -> tuple[tuple[int, ...], int]:
+    n = num_layers(model)
+    layers = config.layers
+    if layers is None:
+        layers = preset_config(model, config.method).layers
+    bad = [i for i in layers if i >= n]
+    if bad:
+        raise ConfigError(f"EditConfig.layers={list(layers)}: the model has {n} layers (0..{n - 1})")
+    z = config.value.layer if config.value.layer is not None else layers[-1]
+    if z >= n:
+        raise ConfigError(f"ValueConfig.layer={z}: the model has {n} layers (0..{n - 1})")
+    return tuple(layers), z
+
+
+def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict | Sequence[EditRequest | dict],
+                  config: EditConfig | None = None, *, stats_cache: CovarianceCache | None = None,
+                  cache_dir: str | Path | None = None, show_progress: bool = True) -> EditResult:
+    """Compute the edit for ``requests`` without changing ``model``.
+
+    ``config=None`` uses the measured preset for this model family and size (see ``presets.json``).
+    Statistics are cached in ``stats_cache`` (or a new cache under ``cache_dir``).
+    """
+    t_start = time.perf_counter()
+    reqs = _as_requests(requests)
+    spec = get_spec(model)
+    if config is None:
+        config = preset_config(model)
+    if config.layers is None:
+        config = EditConfig.from_dict({**config.to_dict(), "layers": list(resolve_layers(model, config)[0])})
+    layers, z = resolve_layers(model, config)
+    backend = get_backend(config.method)
+    max_len = context_length(model, tokenizer)
+    prepared = [prepare_request(tokenizer, r, config.prompt, max_len) for r in reqs]
+    chunks = [make_chunks(p, config.chunking) for p in prepared]
+    if stats_cache is None:
+        from .models import default_cache_dir
+
+        stats_cache = CovarianceCache(cache_dir or default_cache_dir(), show_progress=show_progress)
+    original = {}
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    total = sum(len(c) for c in chunks)
+    with tqdm(total=total, desc="value search", unit="chunk", disable=not show_progress, leave=False) as bar:
+        values = [search_values(model, spec, p.ids, p.prompt_len, c, z, config.value, progress=bar)
+                  for p, c in zip(prepared, chunks)]
+    timings["value_search_s"] = time.perf_counter() - t0
+
+    stats_time = [0.0]
+
+    def stats(ls: Sequence[int]) -> dict:
+        t = time.perf_counter()
+        out = stats_cache.get(model, tokenizer, spec, ls, config.stats)
+        stats_time[0] += time.perf_counter() - t
+        return out
+
+    ctx = EditContext(model=model, tokenizer=tokenizer, spec=spec, config=config, layers=layers, value_layer=z,
+                      prepared=prepared, chunks=chunks, values=values, stats=stats, show_progress=show_progress)
+    t0 = time.perf_counter()
+    out = backend.compute(ctx)
+    timings["statistics_s"] = stats_time[0]
+    timings["update_s"] = time.perf_counter() - t0 - stats_time[0]
+    for name, d in out.deltas.items():
+        if not d.is_finite():
+            raise EditApplyError(f"the {config.method} update for {name} is not finite; nothing was changed")
+        original[name] = tensor_sha256(get_param(model, name))
+    timings["total_s"] = time.perf_counter() - t_start
+    reports = [[r.to_dict() for r in v.reports] for v in values]
+    log.info("edit computed in %.1f s (value search %.1f s, statistics %.1f s, update %.1f s)",
+             timings["total_s"], timings["value_search_s"], timings["statistics_s"], timings["update_s"])
+    return EditResult(deltas=out.deltas, config=config, requests=reqs, base_model=model_identity(model),
+                      original_sha256=original, reports=reports, timings=timings, diagnostics=out.diagnostics)
+
+
+def edit(model: nn.Module, tokenizer: Any, requests: EditRequest | dict | Sequence[EditRequest | dict],
+         config: EditConfig | None = None, **kwargs: Any) -> EditResult:
+    """:func:`compute_edits` then ``result.apply(model)``; returns the result (use ``result.revert(model)``)."""
+    result = compute_edits(model, tokenizer, requests, config, **kwargs)
+    result.apply(model, verify=False)
+    return result

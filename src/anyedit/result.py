@@ -1,0 +1,167 @@
+"""The outcome of an edit: per-parameter deltas (exact low-rank factors) plus everything needed to
+reproduce, verify, apply, revert, save and load it.
+
+Saved as a directory: ``deltas.safetensors`` (factors ``<param>.a`` / ``<param>.b`` or ``<param>.dense``)
+and ``edit.json`` (format version, library version, base-model identity, SHA-256 of every touched
+weight before the edit, config, requests, per-chunk reports, timings). Never pickle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .arch import model_identity
+from .config import EditConfig
+from .deltas import Delta, apply_deltas, get_param, restore, tensor_sha256
+from .errors import EditApplyError, EditFormatError, FingerprintMismatchError
+from .types import EditRequest
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST = "edit.json"
+TENSORS = "deltas.safetensors"
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+@dataclass
+class EditResult:
+    deltas: dict[str, Delta]
+    config: EditConfig
+    requests: list[EditRequest]
+    base_model: dict[str, Any]
+    original_sha256: dict[str, str]
+    reports: list[list[dict[str, Any]]] = field(default_factory=list)  # per request, per chunk
+    timings: dict[str, float] = field(default_factory=dict)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    _backups: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
+
+    # ------------------------------------------------------------ apply / revert
+
+    def check_model(self, model: nn.Module) -> None:
+        """Refuse a model that is not this edit's base model (identity and touched weights)."""
+        ident = model_identity(model)
+        mine = {k: v for k, v in self.base_model.items() if k != "name_or_path"}
+        theirs = {k: v for k, v in ident.items() if k != "name_or_path"}
+        if mine != theirs:
+            diff = [k for k in mine if mine.get(k) != theirs.get(k)]
+            raise FingerprintMismatchError(
+                f"this edit was made for {self.base_model.get('name_or_path')!r} "
+                f"({', '.join(f'{k}={mine[k]}' for k in diff)}); the model differs in {', '.join(diff)}"
+            )
+        for name, sha in self.original_sha256.items():
+            if tensor_sha256(get_param(model, name)) != sha:
+                raise FingerprintMismatchError(
+                    f"weight {name} is not the one this edit was computed on (already edited, or another model)"
+                )
+
+    def apply(self, model: nn.Module, verify: bool = True) -> nn.Module:
+        """Write the deltas into ``model`` (all or nothing). ``verify`` checks it is the right base model."""
+        if id(model) in self._backups:
+            raise EditApplyError("this edit is already applied to this model; revert it first")
+        if verify:
+            self.check_model(model)
+        self._backups[id(model)] = apply_deltas(model, self.deltas)
+        return model
+
+    def revert(self, model: nn.Module) -> nn.Module:
+        """Restore the exact original weights (bit for bit)."""
+        backup = self._backups.pop(id(model), None)
+        if backup is None:
+            raise EditApplyError("this edit is not applied to this model")
+        restore(model, backup)
+        return model
+
+    @contextlib.contextmanager
+    def applied(self, model: nn.Module, verify: bool = True) -> Iterator[nn.Module]:
+        """``with result.applied(model): ...`` applies the edit for the block and always reverts it."""
+        self.apply(model, verify=verify)
+        try:
+            yield model
+        finally:
+            self.revert(model)
+
+    # ------------------------------------------------------------ persistence
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "anyedit_version": _version(),
+            "base_model": self.base_model,
+            "touched": {n: {"sha256": s, "shape": list(self.deltas[n].shape), "rank": self.deltas[n].rank}
+                        for n, s in self.original_sha256.items()},
+            "config": self.config.to_dict(),
+            "requests": [r.to_dict() for r in self.requests],
+            "reports": self.reports,
+            "timings": self.timings,
+            "diagnostics": self.diagnostics,
+        }
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``edit.json`` and ``deltas.safetensors`` into ``directory`` (created if needed)."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        tensors = {f"{n}.{k}": t.detach().contiguous().cpu() for n, delta in self.deltas.items()
+                   for k, t in delta.tensors().items()}
+        save_file(tensors, str(d / TENSORS), metadata={"format_version": str(FORMAT_VERSION)})
+        (d / MANIFEST).write_text(json.dumps(self.manifest(), indent=2, default=float))
+        return d
+
+
+def load_edits(directory: str | Path) -> EditResult:
+    """Load an edit saved with :meth:`EditResult.save`; a missing or corrupt file is a clear error."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise EditFormatError(f"edit directory not found: {d}")
+    for f in (MANIFEST, TENSORS):
+        if not (d / f).is_file():
+            raise EditFormatError(f"{d} is not a saved edit: {f} is missing")
+    try:
+        man = json.loads((d / MANIFEST).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EditFormatError(f"{d / MANIFEST} is not valid JSON ({e})") from None
+    if not isinstance(man, dict) or man.get("format_version") != FORMAT_VERSION:
+        raise EditFormatError(f"{d / MANIFEST}: unsupported or missing format_version (expected {FORMAT_VERSION})")
+    try:
+        tensors = load_file(str(d / TENSORS))
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types on corrupt files
+        raise EditFormatError(f"{d / TENSORS} is corrupt ({e})") from None
+    try:
+        deltas: dict[str, Delta] = {}
+        for name in man["touched"]:
+            if f"{name}.dense" in tensors:
+                deltas[name] = Delta(dense=tensors[f"{name}.dense"])
+            else:
+                deltas[name] = Delta(a=tensors[f"{name}.a"], b=tensors[f"{name}.b"])
+            if list(deltas[name].shape) != man["touched"][name]["shape"]:
+                raise EditFormatError(f"{d}: delta {name} has shape {deltas[name].shape}, manifest says "
+                                      f"{man['touched'][name]['shape']}")
+        return EditResult(
+            deltas=deltas,
+            config=EditConfig.from_dict(man["config"]),
+            requests=[EditRequest.from_dict(r) for r in man["requests"]],
+            base_model=man["base_model"],
+            original_sha256={n: v["sha256"] for n, v in man["touched"].items()},
+            reports=man.get("reports", []),
+            timings=man.get("timings", {}),
+            diagnostics=man.get("diagnostics", {}),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        if isinstance(e, EditFormatError):
+            raise
+        raise EditFormatError(f"{d}: the manifest and tensors do not match ({type(e).__name__}: {e})") from None

@@ -1,0 +1,184 @@
+"""Second-moment statistics ``C = E[k k^T]`` of the MLP keys (inputs of the MLP output projection).
+
+All requested layers are collected in one pass over the corpus (the pass stops after the highest
+layer), accumulated in float64, and cached on disk as safetensors, one file per layer, under a key
+made of the model identity, the layer module, the corpus identity, the token count, the row length
+and the dtype. A valid cache file is never recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from .arch import ArchSpec, model_identity
+from .config import StatsConfig
+from .corpus import corpus_id, iter_texts, resolve_source
+from .errors import StatsError
+from .hooks import capture, stop_after
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+
+def _token_rows(tokenizer: Any, texts: Iterator[str], max_len: int, n_tokens: int) -> Iterator[list[int]]:
+    """Pack documents (separated by EOS) into rows of ``max_len`` tokens until ``n_tokens`` are yielded."""
+    sep = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    buf: list[int] = []
+    done = 0
+    for text in texts:
+        buf.extend(tokenizer(text, add_special_tokens=False)["input_ids"] + sep)
+        while len(buf) >= max_len and done < n_tokens:
+            take = min(max_len, n_tokens - done)
+            yield buf[:take]
+            buf = buf[max_len:]
+            done += take
+        if done >= n_tokens:
+            return
+    if buf and done < n_tokens:
+        yield buf[: n_tokens - done]
+
+
+class CovarianceCache:
+    """Serves ``C`` per layer from memory, then disk, else computes it (one pass for all missing layers)."""
+
+    def __init__(self, cache_dir: str | Path | None, show_progress: bool = True) -> None:
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.show_progress = show_progress
+        self._memory: dict[str, torch.Tensor] = {}
+
+    def key(self, model: nn.Module, spec: ArchSpec, layer: int, cfg: StatsConfig) -> dict[str, Any]:
+        return {
+            "format": FORMAT_VERSION,
+            "model": model_identity(model),
+            "module": spec.mlp_out_path(layer),
+            "corpus": corpus_id(cfg.corpus),
+            "n_tokens": cfg.n_tokens,
+            "max_len": cfg.max_len,
+            "dtype": cfg.dtype,
+        }
+
+    def _path(self, key: dict[str, Any]) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        model_dir = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(key["model"]["name_or_path"]).name)
+        return self.cache_dir / "stats" / (model_dir or "model") / f"{key['module']}-{digest}.safetensors"
+
+    def _load(self, path: Path, key: dict[str, Any]) -> torch.Tensor | None:
+        if not path.is_file():
+            return None
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+            if json.loads(meta.get("key", "null")) != key:
+                log.warning("ignoring %s: its key does not match", path)
+                return None
+            return load_file(str(path))["mom2"]
+        except Exception as e:  # noqa: BLE001 - a corrupt cache file is recomputed, not fatal
+            log.warning("ignoring unreadable statistics file %s (%s)", path, e)
+            return None
+
+    def get(self, model: nn.Module, tokenizer: Any, spec: ArchSpec, layers: Sequence[int],
+            cfg: StatsConfig) -> dict[int, torch.Tensor]:
+        """``{layer: C}`` (float32, on CPU)."""
+        out: dict[int, torch.Tensor] = {}
+        missing: list[int] = []
+        keys = {}
+        for layer in layers:
+            key = keys[layer] = self.key(model, spec, layer, cfg)
+            mem_key = json.dumps(key, sort_keys=True)
+            if mem_key in self._memory:
+                out[layer] = self._memory[mem_key]
+                continue
+            path = self._path(key)
+            c = self._load(path, key) if path is not None else None
+            if c is None:
+                missing.append(layer)
+            else:
+                log.info("loaded statistics for layer %d from %s", layer, path)
+                out[layer] = self._memory[mem_key] = c
+        if missing:
+            computed = compute_second_moments(model, tokenizer, spec, missing, cfg, self.show_progress)
+            for layer, c in computed.items():
+                key = keys[layer]
+                self._memory[json.dumps(key, sort_keys=True)] = out[layer] = c
+                path = self._path(key)
+                if path is not None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = path.with_suffix(".partial")
+                    save_file({"mom2": c.contiguous()}, str(tmp), metadata={"key": json.dumps(key, sort_keys=True)})
+                    tmp.replace(path)
+                    log.info("saved statistics for layer %d to %s", layer, path)
+        return out
+
+
+@torch.no_grad()
+def compute_second_moments(model: nn.Module, tokenizer: Any, spec: ArchSpec, layers: Sequence[int],
+                           cfg: StatsConfig, show_progress: bool = True) -> dict[int, torch.Tensor]:
+    """One pass over ``cfg.n_tokens`` corpus tokens collecting ``E[k k^T]`` for every layer in ``layers``."""
+    layers = sorted(set(layers))
+    dtype = getattr(torch, cfg.dtype)
+    device = next(model.parameters()).device
+    source = resolve_source(cfg.corpus)
+    if source != cfg.corpus:
+        log.warning("corpus %r is unavailable (gensim not installed); using text sampled from the model", cfg.corpus)
+    paths = [spec.mlp_out_path(i) for i in layers]
+    last = model.get_submodule(spec.layer_path(layers[-1]))
+    sums: dict[int, torch.Tensor] = {}
+    count = 0
+    was_training = model.training
+    model.eval()
+    rows = _token_rows(tokenizer, iter_texts(source, model, tokenizer, cfg.max_len), cfg.max_len, cfg.n_tokens)
+    bar = tqdm(total=cfg.n_tokens, unit="tok", desc=f"statistics L{layers[0]}-{layers[-1]}",
+               disable=not show_progress, leave=False)
+    try:
+        batch: list[list[int]] = []
+        for row in rows:
+            batch.append(row)
+            if len(batch) < cfg.batch_size:
+                continue
+            count += _accumulate(model, batch, paths, layers, last, sums, dtype, device)
+            bar.update(sum(len(r) for r in batch))
+            batch = []
+        if batch:
+            count += _accumulate(model, batch, paths, layers, last, sums, dtype, device)
+            bar.update(sum(len(r) for r in batch))
+    finally:
+        bar.close()
+        model.train(was_training)
+    if count == 0:
+        raise StatsError(f"the corpus {cfg.corpus!r} produced no tokens")
+    if count < cfg.n_tokens:
+        log.warning("corpus %r gave only %d of the %d requested tokens", cfg.corpus, count, cfg.n_tokens)
+    return {layer: (s / count).to(torch.float32).cpu() for layer, s in sums.items()}
+
+
+def _accumulate(model: nn.Module, batch: list[list[int]], paths: list[str], layers: list[int], last: nn.Module,
+                sums: dict[int, torch.Tensor], dtype: torch.dtype, device: torch.device) -> int:
+    width = max(len(r) for r in batch)
+    ids = torch.zeros(len(batch), width, dtype=torch.long, device=device)
+    mask = torch.zeros(len(batch), width, dtype=torch.long, device=device)
+    for i, r in enumerate(batch):
+        ids[i, : len(r)] = torch.tensor(r, device=device)
+        mask[i, : len(r)] = 1
+    with capture(model, inputs=paths) as rec, stop_after(last):
+        model(input_ids=ids, attention_mask=mask, use_cache=False)
+    keep = mask.reshape(-1).bool()
+    for layer, path in zip(layers, paths):
+        k = rec.inputs[path].reshape(-1, rec.inputs[path].shape[-1])[keep].to(dtype)
+        s = (k.T @ k).double()
+        sums[layer] = sums[layer] + s if layer in sums else s
+    return int(keep.sum())

@@ -1,0 +1,242 @@
+"""Paper Step 3 (Eq. 9): optimise one residual-stream vector per chunk.
+
+For chunk k, a vector ``delta_k`` is added to the output of decoder layer ``z`` at the chunk's anchor
+position, with the vectors of chunks ``< k`` already applied, and optimised so that the model
+generates the chunk's tokens given the prompt and the previous chunks.
+
+Two exact implementations:
+
+* ``cache_prefix=True`` (default). ``delta_k`` cannot change (a) anything before the anchor, nor
+  (b) layers ``0..z`` anywhere. So once per chunk we run the prefix before the anchor (with the earlier
+  vectors applied) and keep its key/value cache, and run layers ``0..z`` over the chunk's positions
+  and keep their output. Each optimisation step then runs only layers ``z+1..L-1`` over the chunk's
+  positions (the lower layers replay their stored output) and the LM head only where there are labels.
+* ``cache_prefix=False``: recompute the whole model over the whole sequence every step (the reference's
+  way; kept for checking and benchmarking).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .arch import ArchSpec
+from .config import ValueConfig
+from .hooks import add_to_output, capture, frozen, hidden_of, stop_after, with_hidden
+from .types import Chunk
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ChunkReport:
+    """How the optimisation of one chunk went."""
+
+    start: int
+    end: int
+    anchor: int
+    steps: int
+    nll_before: float
+    nll_after: float
+    delta_norm: float
+    h_norm: float
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ValueTargets:
+    """Optimised vectors of one request at layer ``layer``: ``targets = h_init + deltas``."""
+
+    layer: int
+    positions: list[int]
+    h_init: torch.Tensor  # [m, hidden] float32
+    deltas: torch.Tensor  # [m, hidden] float32
+    reports: list[ChunkReport] = field(default_factory=list)
+
+    @property
+    def targets(self) -> torch.Tensor:
+        return self.h_init + self.deltas
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _forward_kwargs(model: nn.Module) -> dict[str, str]:
+    """Names of the cache and logits-slicing arguments of this model's forward (they moved across versions)."""
+    params = inspect.signature(model.forward).parameters
+    names = {"cache": "cache" if "cache" in params else "past_key_values"}
+    has_var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    names["keep"] = "logits_to_keep" if ("logits_to_keep" in params or has_var_kw) else ""
+    return names
+
+
+def _output_cache(out: Any) -> Any:
+    c = getattr(out, "cache", None)
+    return c if c is not None else getattr(out, "past_key_values", None)
+
+
+@contextlib.contextmanager
+def _replayed_lower_layers(model: nn.Module, spec: ArchSpec, layer: int, h: torch.Tensor) -> Iterator[None]:
+    """Make layers ``0..layer`` skip their computation: layers below pass their input through and
+    ``layer`` returns the stored output ``h``. Attributes of the layers (attention type, index) stay."""
+    layers = model.get_submodule(spec.layers)
+    saved: list[nn.Module] = []
+
+    def passthrough(*args: Any, **kwargs: Any) -> Any:
+        return args[0] if args else kwargs["hidden_states"]
+
+    def replay(*args: Any, **kwargs: Any) -> Any:
+        x = args[0] if args else kwargs["hidden_states"]
+        return with_hidden(x, h) if isinstance(x, torch.Tensor) else (h,)
+
+    try:
+        for i in range(layer + 1):
+            layers[i].forward = replay if i == layer else passthrough  # instance attribute shadows the method
+            saved.append(layers[i])
+        yield
+    finally:
+        for m in saved:
+            del m.forward
+
+
+def _nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(logits.float(), labels)
+
+
+def search_values(model: nn.Module, spec: ArchSpec, ids: Sequence[int], prompt_len: int,
+                  chunks: Sequence[Chunk], layer: int, cfg: ValueConfig,
+                  progress: Any | None = None) -> ValueTargets:
+    """Optimise the vectors of all chunks of one request, in order. The model is not modified."""
+    device = _device(model)
+    seq = torch.tensor([list(ids)], device=device)
+    layer_path = spec.layer_path(layer)
+    was_training = model.training
+    model.eval()
+    h_list: list[torch.Tensor] = []
+    d_list: list[torch.Tensor] = []
+    reports: list[ChunkReport] = []
+    try:
+        with frozen(model):
+            for chunk in chunks:
+                t0 = time.perf_counter()
+                first_label = prompt_len + chunk.start - 1
+                last = prompt_len + chunk.end - 2  # last position whose logits we need
+                labels = seq[0, first_label + 1: last + 2]
+                step_fn, h = (_cached_step if cfg.cache_prefix else _full_step)(
+                    model, spec, seq, layer_path, layer, chunk, last, d_list, [c.anchor for c in chunks])
+                delta, rep = _optimise(step_fn, h, labels, cfg)
+                rep.update(start=chunk.start, end=chunk.end, anchor=chunk.anchor, seconds=time.perf_counter() - t0)
+                reports.append(ChunkReport(**rep))
+                h_list.append(h)
+                d_list.append(delta)
+                log.debug("chunk [%d,%d) anchor %d: NLL %.3f -> %.3f in %d steps, |d|/|h| %.2f",
+                          chunk.start, chunk.end, chunk.anchor, rep["nll_before"], rep["nll_after"], rep["steps"],
+                          rep["delta_norm"] / max(rep["h_norm"], 1e-12))
+                if progress is not None:
+                    progress.update(1)
+    finally:
+        model.train(was_training)
+    return ValueTargets(layer=layer, positions=[c.anchor for c in chunks], h_init=torch.stack(h_list),
+                        deltas=torch.stack(d_list), reports=reports)
+
+
+def _optimise(step_fn: Any, h: torch.Tensor, labels: torch.Tensor, cfg: ValueConfig) -> tuple[torch.Tensor, dict]:
+    delta = torch.zeros_like(h, requires_grad=True)
+    opt = torch.optim.Adam([delta], lr=cfg.lr)
+    h_norm = h.norm()
+    max_norm = cfg.clamp_norm * h_norm
+    nll_before = nll = float("nan")
+    steps = 0
+    for it in range(cfg.max_steps + 1):
+        logits = step_fn(delta)
+        nll_t = _nll(logits, labels)
+        loss = nll_t + cfg.weight_decay * delta.norm() / h_norm**2
+        nll = nll_t.item()
+        if it == 0:
+            nll_before = nll
+        if loss.item() < cfg.stop_loss or it == cfg.max_steps:
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        steps += 1
+        with torch.no_grad():
+            n = delta.norm()
+            if n > max_norm:
+                delta.mul_(max_norm / n)
+    return delta.detach(), dict(steps=steps, nll_before=nll_before, nll_after=nll,
+                                delta_norm=delta.detach().norm().item(), h_norm=h_norm.item())
+
+
+def _layer_output_at(model: nn.Module, layer_path: str, input_ids: torch.Tensor, pos: int,
+                     extra: dict[str, Any] | None = None) -> torch.Tensor:
+    with torch.no_grad(), capture(model, outputs=[layer_path]) as rec, \
+            stop_after(model.get_submodule(layer_path)):
+        model(input_ids=input_ids, use_cache=False, **(extra or {}))
+    return rec.outputs[layer_path][0, pos].float()
+
+
+def _full_step(model: nn.Module, spec: ArchSpec, seq: torch.Tensor, layer_path: str, layer: int, chunk: Chunk,
+               last: int, prev: list[torch.Tensor], anchors: list[int]) -> tuple[Any, torch.Tensor]:
+    """Reference implementation: the whole model over ``seq[: last + 1]`` with every vector applied."""
+    inp = seq[:, : last + 1]
+    n_labels = chunk.size
+    module = model.get_submodule(layer_path)
+    h = _layer_output_at(model, layer_path, inp, chunk.anchor)
+    k = len(prev)
+    cols = anchors[: k + 1]
+
+    def step(delta: torch.Tensor) -> torch.Tensor:
+        vecs = torch.stack([*prev, delta]) if prev else delta[None]
+        with add_to_output(module, [0] * len(cols), cols, vecs):
+            logits = model(input_ids=inp, use_cache=False).logits
+        return logits[0, -n_labels:]
+
+    return step, h
+
+
+def _cached_step(model: nn.Module, spec: ArchSpec, seq: torch.Tensor, layer_path: str, layer: int, chunk: Chunk,
+                 last: int, prev: list[torch.Tensor], anchors: list[int]) -> tuple[Any, torch.Tensor]:
+    """Prefix cache + replayed lower layers + logits only at label positions (exact, see module doc)."""
+    names = _forward_kwargs(model)
+    module = model.get_submodule(layer_path)
+    a = chunk.anchor
+    k = len(prev)
+    prefix_cache = None
+    if a > 0:
+        with torch.no_grad(), contextlib.ExitStack() as stack:
+            if k:
+                stack.enter_context(add_to_output(module, [0] * k, anchors[:k], torch.stack(prev)))
+            out = model(input_ids=seq[:, :a], use_cache=True)
+            prefix_cache = _output_cache(out)
+    tail = seq[:, a: last + 1]  # anchor .. last label position
+
+    def cache_kw() -> dict[str, Any]:
+        return {names["cache"]: copy.deepcopy(prefix_cache)} if prefix_cache is not None else {}
+
+    # layer-`layer` output over the tail, computed once (the vector does not change it)
+    with torch.no_grad(), capture(model, outputs=[layer_path]) as rec, stop_after(module):
+        model(input_ids=tail, use_cache=True, **cache_kw())
+    h_tail = rec.outputs[layer_path]
+    h = h_tail[0, 0].float()
+    keep = {names["keep"]: chunk.size} if names["keep"] else {}
+
+    def step(delta: torch.Tensor) -> torch.Tensor:
+        with _replayed_lower_layers(model, spec, layer, h_tail), add_to_output(module, [0], [0], delta[None]):
+            logits = model(input_ids=tail, use_cache=True, **cache_kw(), **keep).logits
+        return logits[0, -chunk.size:]
+
+    return step, h

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import pytest
+
+from anyedit.chunking import make_chunks, sentence_spans, sentence_starts, window_spans
+from anyedit.config import ChunkingConfig, PromptConfig
+from anyedit.prompts import prepare_request
+from anyedit.types import EditRequest
+
+from .tiny import tiny_tokenizer
+
+
+@pytest.mark.parametrize("n,w,o", [(1, 40, 0), (40, 40, 0), (41, 40, 0), (100, 7, 3), (10, 4, 3), (5, 4, 3)])
+def test_windows_cover_every_token_once_per_stride(n, w, o):
+    spans = window_spans(n, w, o)
+    covered = set()
+    for s, e in spans:
+        assert 0 <= s < e <= n and e - s <= w
+        covered |= set(range(s, e))
+    assert covered == set(range(n))
+    assert spans[-1][1] == n
+    # no span lies inside the previous one (the reference's overlap bug)
+    for (s0, e0), (s1, e1) in zip(spans, spans[1:]):
+        assert s1 == s0 + w - o and e1 > e0
+
+
+def test_window_examples():
+    assert window_spans(10, 4, 1) == [(0, 4), (3, 7), (6, 10)]
+    assert window_spans(3, 40) == [(0, 3)]
+    with pytest.raises(ValueError):
+        window_spans(10, 4, 4)
+    with pytest.raises(ValueError):
+        window_spans(0, 4)
+
+
+def test_sentence_starts():
+    text = "One two. Three four!\nFive\n\nSix? seven"
+    assert [text[i] for i in sentence_starts(text)] == ["T", "F", "S", "s"]
+
+
+def test_sentence_spans_cut_at_boundaries_and_merge_up_to_window():
+    tok = tiny_tokenizer()
+    text = "The quick brown fox. A stitch in time saves nine.\nThe capital of France is Paris."
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    offs = [tuple(o) for o in enc["offset_mapping"]]
+    spans = sentence_spans(offs, text, window=1000)
+    assert spans == [(0, len(offs))]  # everything merges under a large window
+    spans = sentence_spans(offs, text, window=12)
+    starts = {text[offs[s][0]:offs[s][0] + 3].strip() for s, _ in spans}
+    assert all(e - s <= 12 for s, e in spans)
+    assert spans[0][0] == 0 and spans[-1][1] == len(offs)
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+    assert {"A", "The"} & starts
+
+
+def test_make_chunks_places_anchors():
+    tok = tiny_tokenizer()
+    prep = prepare_request(tok, EditRequest("What is the answer?", "The quick brown fox jumps over the lazy dog."),
+                           PromptConfig())
+    p = prep.prompt_len
+    chunks = make_chunks(prep, ChunkingConfig(window=4))
+    assert chunks[0].anchor == p - 1
+    assert [c.anchor for c in chunks[1:]] == [p + c.start - 1 for c in chunks[1:]]
+    assert chunks[-1].end == len(prep.target_ids)
+    q = make_chunks(prep, ChunkingConfig(window=4, first_anchor="question_end"))
+    assert q[0].anchor == prep.question_end < p - 1
+    single = make_chunks(prep, ChunkingConfig(mode="none"))
+    assert len(single) == 1 and single[0].anchor == p - 1 and single[0].end == len(prep.target_ids)

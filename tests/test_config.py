@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from anyedit.backends.memit import MemitConfig
+from anyedit.config import ChunkingConfig, EditConfig, StatsConfig, ValueConfig
+from anyedit.errors import ConfigError
+
+
+def test_round_trip_json():
+    cfg = EditConfig(layers=(3, 4, 5), chunking=ChunkingConfig(mode="sentence", window=25, overlap=5),
+                     value=ValueConfig(lr=0.1, max_steps=50), backend=MemitConfig(mom2_weight=300.0, kp_weight=0.0))
+    back = EditConfig.from_json(cfg.to_json())
+    assert back == cfg
+    assert json.loads(cfg.to_json())["backend"]["mom2_weight"] == 300.0
+
+
+def test_overrides_use_dotted_paths():
+    cfg = EditConfig().with_overrides({"chunking.window": 20, "backend.mom2_weight": 500, "layers": [1, 2]})
+    assert cfg.chunking.window == 20 and cfg.backend.mom2_weight == 500 and cfg.layers == (1, 2)
+    with pytest.raises(ConfigError, match="chunking.windw"):
+        EditConfig().with_overrides({"chunking.windw": 20})
+    with pytest.raises(ConfigError, match="backend"):
+        EditConfig().with_overrides({"backend.nonsense": 1})
+
+
+@pytest.mark.parametrize("make,field", [
+    (lambda: ChunkingConfig(window=0), "window"),
+    (lambda: ChunkingConfig(window=10, overlap=10), "overlap"),
+    (lambda: ChunkingConfig(mode="paragraph"), "mode"),
+    (lambda: ValueConfig(lr=-1), "lr"),
+    (lambda: ValueConfig(clamp_norm=float("nan")), "clamp_norm"),
+    (lambda: StatsConfig(n_tokens=0), "n_tokens"),
+    (lambda: MemitConfig(mom2_weight=-5), "mom2_weight"),
+    (lambda: EditConfig(layers=(5, 4)), "layers"),
+    (lambda: EditConfig(method="nope"), "nope"),
+])
+def test_invalid_values_name_the_field(make, field):
+    with pytest.raises(ConfigError, match=field):
+        make()
+
+
+def test_unknown_keys_are_dropped_with_a_warning():
+    with pytest.warns(UserWarning, match="typo"):
+        cfg = EditConfig.from_dict({"method": "memit", "chunking": {"window": 7, "typo": 1}})
+    assert cfg.chunking.window == 7
+
+
+def test_backend_must_match_method():
+    with pytest.raises(ConfigError, match="MemitConfig"):
+        EditConfig(method="memit", backend=ChunkingConfig())  # type: ignore[arg-type]

@@ -1,0 +1,99 @@
+"""Value search: the cached implementation equals the full recompute; vectors compose as the paper says."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from anyedit.arch import get_spec
+from anyedit.chunking import make_chunks
+from anyedit.config import ChunkingConfig, PromptConfig, ValueConfig
+from anyedit.hooks import add_to_output
+from anyedit.prompts import prepare_request
+from anyedit.types import EditRequest
+from anyedit.values import _cached_step, _full_step, search_values
+
+ANSWER = "def add(a, b):\n    return a + b\nThe capital of France is Paris. A stitch in time saves nine."
+
+
+def _setup(model, tok, window=6, first_anchor="prompt_end"):
+    spec = get_spec(model)
+    prep = prepare_request(tok, EditRequest("What is the answer?", ANSWER), PromptConfig())
+    chunks = make_chunks(prep, ChunkingConfig(window=window, first_anchor=first_anchor))
+    return spec, prep, chunks
+
+
+@pytest.mark.parametrize("first_anchor", ["prompt_end", "question_end"])
+def test_cached_step_logits_equal_full_recompute(tiny, first_anchor):
+    model, tok = tiny
+    spec, prep, chunks = _setup(model, tok, first_anchor=first_anchor)
+    assert len(chunks) >= 3
+    seq = torch.tensor([prep.ids])
+    anchors = [c.anchor for c in chunks]
+    torch.manual_seed(1)
+    prev = [torch.randn(64) for _ in range(2)]
+    delta = torch.randn(64)
+    chunk = chunks[2]
+    last = prep.prompt_len + chunk.end - 2
+    with torch.no_grad():
+        f_step, f_h = _full_step(model, spec, seq, spec.layer_path(1), 1, chunk, last, prev, anchors)
+        c_step, c_h = _cached_step(model, spec, seq, spec.layer_path(1), 1, chunk, last, prev, anchors)
+        torch.testing.assert_close(c_h, f_h, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(c_step(delta), f_step(delta), rtol=1e-4, atol=1e-4)
+        # and the vector matters: a different delta changes the logits
+        assert not torch.allclose(c_step(delta), c_step(torch.zeros(64)), atol=1e-3)
+
+
+def test_cached_and_full_search_give_the_same_vectors(tiny):
+    model, tok = tiny
+    spec, prep, chunks = _setup(model, tok)
+    results = {}
+    for cached in (True, False):
+        cfg = ValueConfig(cache_prefix=cached, max_steps=10, lr=0.05, stop_loss=0.0)
+        results[cached] = search_values(model, spec, prep.ids, prep.prompt_len, chunks, 2, cfg)
+    a, b = results[True].deltas, results[False].deltas
+    rel = ((a - b).norm(dim=1) / b.norm(dim=1)).max()
+    assert rel <= 1e-4, f"cached and full value search differ by {rel:.2e}"
+    assert b.norm(dim=1).min() > 0
+    for ra, rb in zip(results[True].reports, results[False].reports):
+        assert ra.nll_after == pytest.approx(rb.nll_after, rel=1e-4)
+
+
+def test_search_lowers_every_chunk_loss_and_respects_clamp(llama):
+    model, tok = llama
+    spec, prep, chunks = _setup(model, tok)
+    cfg = ValueConfig(max_steps=30, lr=0.5, clamp_norm=4.0, stop_loss=0.0)
+    vt = search_values(model, spec, prep.ids, prep.prompt_len, chunks, 2, cfg)
+    for r in vt.reports:
+        assert r.nll_after < r.nll_before
+        assert r.delta_norm <= 4.0 * r.h_norm * (1 + 1e-5)
+    assert vt.positions == [c.anchor for c in chunks]
+    torch.testing.assert_close(vt.targets, vt.h_init + vt.deltas)
+
+
+def test_all_vectors_at_once_reproduce_each_chunk_loss(llama):
+    """Reference §5.9: later vectors cannot change earlier chunks' losses under causal attention."""
+    model, tok = llama
+    spec, prep, chunks = _setup(model, tok)
+    vt = search_values(model, spec, prep.ids, prep.prompt_len, chunks, 2, ValueConfig(max_steps=15, stop_loss=0.0))
+    seq = torch.tensor([prep.ids])
+    with torch.no_grad(), add_to_output(model.get_submodule(spec.layer_path(2)), [0] * len(chunks), vt.positions,
+                                        vt.deltas):
+        logp = torch.log_softmax(model(input_ids=seq).logits[0].float(), -1)
+    for c, r in zip(chunks, vt.reports):
+        pos = torch.arange(prep.prompt_len + c.start - 1, prep.prompt_len + c.end - 1)
+        nll = -logp[pos, seq[0, pos + 1]].mean()
+        assert float(nll) == pytest.approx(r.nll_after, abs=1e-4)
+
+
+def test_search_leaves_model_and_flags_untouched(llama):
+    model, tok = llama
+    spec, prep, chunks = _setup(model, tok)
+    before = {n: p.clone() for n, p in model.state_dict().items()}
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    model.train()
+    search_values(model, spec, prep.ids, prep.prompt_len, chunks[:2], 1, ValueConfig(max_steps=3))
+    assert model.training
+    for n, p in model.state_dict().items():
+        assert torch.equal(p, before[n]), n
+    assert flags == {n: p.requires_grad for n, p in model.named_parameters()}
