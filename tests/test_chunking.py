@@ -59,10 +59,14 @@ def test_make_chunks_places_anchors():
                            PromptConfig())
     p = prep.prompt_len
     chunks = make_chunks(prep, ChunkingConfig(window=4))
-    assert chunks[0].anchor == p - 1
-    assert [c.anchor for c in chunks[1:]] == [p + c.start - 1 for c in chunks[1:]]
+    assert chunks[0].anchors == (p - 1,)
+    assert [c.anchors for c in chunks[1:]] == [(p + c.start - 1,) for c in chunks[1:]]
     assert chunks[-1].end == len(prep.target_ids)
     q = make_chunks(prep, ChunkingConfig(window=4, first_anchor="question_end"))
-    assert q[0].anchor == prep.question_end < p - 1
+    assert q[0].anchors == (prep.question_end,) and prep.question_end < p - 1
+    spread = make_chunks(prep, ChunkingConfig(window=4, first_anchor="question"))
+    assert spread[0].anchors == tuple(range(prep.question_start, prep.question_end + 1))
+    assert tok.decode([prep.prompt_ids[i] for i in spread[0].anchors]) == "What is the answer?"
+    assert spread[1:] == chunks[1:]
     single = make_chunks(prep, ChunkingConfig(mode="none"))
-    assert len(single) == 1 and single[0].anchor == p - 1 and single[0].end == len(prep.target_ids)
+    assert len(single) == 1 and single[0].anchors == (p - 1,) and single[0].end == len(prep.target_ids)

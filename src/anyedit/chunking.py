@@ -81,8 +81,10 @@ def make_chunks(prepared: PreparedRequest, cfg: ChunkingConfig) -> list[Chunk]:
         spans = sentence_spans(prepared.target_offsets, prepared.request.answer, cfg.window)
     chunks = []
     for k, (s, e) in enumerate(spans):
-        anchor = p + s - 1
+        anchors: tuple[int, ...] = (p + s - 1,)
         if k == 0 and cfg.first_anchor == "question_end":
-            anchor = prepared.question_end
-        chunks.append(Chunk(start=s, end=e, anchor=anchor))
+            anchors = (prepared.question_end,)
+        elif k == 0 and cfg.first_anchor == "question":
+            anchors = tuple(range(prepared.question_start, prepared.question_end + 1))
+        chunks.append(Chunk(start=s, end=e, anchors=anchors))
     return chunks

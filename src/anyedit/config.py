@@ -23,7 +23,7 @@ from .errors import ConfigError
 T = TypeVar("T", bound="_Config")
 
 ChunkMode = Literal["window", "sentence", "none"]
-AnchorMode = Literal["prompt_end", "question_end"]
+AnchorMode = Literal["prompt_end", "question_end", "question"]
 DTypeName = Literal["float32", "float64", "bfloat16", "float16"]
 
 
@@ -138,8 +138,9 @@ class ChunkingConfig(_Config):
     * ``mode="none"``: the single-token baseline: one chunk (the whole answer), one edited position.
 
     ``first_anchor`` places the first chunk's vector on the last prompt token (``"prompt_end"``, the
-    paper's placement, which for chat models is the template's last token) or on the question's last
-    token (``"question_end"``); later chunks are always anchored on the token before the chunk.
+    paper's placement, which for chat models is the template's last token), on the question's last
+    token (``"question_end"``), or spreads it over every question token (``"question"``, one vector per
+    token, optimised jointly); later chunks are always anchored on the token before the chunk.
     """
 
     mode: ChunkMode = "window"
@@ -154,7 +155,7 @@ class ChunkingConfig(_Config):
         _check_pos_int(c, "overlap", self.overlap, minimum=0)
         if self.overlap >= self.window:
             _fail(c, "overlap", self.overlap, f"must be smaller than window ({self.window})")
-        _check_choice(c, "first_anchor", self.first_anchor, ("prompt_end", "question_end"))
+        _check_choice(c, "first_anchor", self.first_anchor, ("prompt_end", "question_end", "question"))
 
 
 @dataclass(frozen=True)

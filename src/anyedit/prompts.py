@@ -46,8 +46,8 @@ def prompt_text(tokenizer: Any, question: str, cfg: PromptConfig) -> str:
     return question
 
 
-def encode_prompt(tokenizer: Any, question: str, cfg: PromptConfig) -> tuple[list[int], int]:
-    """Prompt token ids and the index of the question's last token among them."""
+def encode_prompt(tokenizer: Any, question: str, cfg: PromptConfig) -> tuple[list[int], int, int]:
+    """Prompt token ids and the indices of the question's first and last token among them."""
     fast = _is_fast(tokenizer)
     if uses_chat_template(tokenizer, cfg):
         text = _template_text(tokenizer, _messages(question, cfg), True)
@@ -61,13 +61,13 @@ def encode_prompt(tokenizer: Any, question: str, cfg: PromptConfig) -> tuple[lis
     ids = list(enc["input_ids"])
     if not ids:
         raise TokenizationError(f"the question {question[:60]!r} tokenizes to nothing")
-    q_end = len(ids) - 1
+    first, last = 0, len(ids) - 1
     if fast and q_start >= 0:
         q_stop = q_start + len(core)
         inside = [i for i, (s, e) in enumerate(enc["offset_mapping"]) if e > s and s < q_stop and e > q_start]
         if inside:
-            q_end = inside[-1]
-    return ids, q_end
+            first, last = inside[0], inside[-1]
+    return ids, first, last
 
 
 def _is_fast(tokenizer: Any) -> bool:
@@ -97,7 +97,7 @@ def end_token_id(tokenizer: Any, cfg: PromptConfig) -> int | None:
 def prepare_request(tokenizer: Any, request: EditRequest, cfg: PromptConfig,
                     max_length: int | None = None) -> PreparedRequest:
     """Tokenize one request; raise a clear error for empty or over-long targets."""
-    prompt_ids, q_end = encode_prompt(tokenizer, request.question, cfg)
+    prompt_ids, q_start, q_end = encode_prompt(tokenizer, request.question, cfg)
     enc = tokenizer(request.answer, add_special_tokens=False, return_offsets_mapping=_is_fast(tokenizer))
     target = list(enc["input_ids"])
     offsets = [tuple(o) for o in enc.get("offset_mapping", [])] or _approx_offsets(tokenizer, target)
@@ -114,7 +114,7 @@ def prepare_request(tokenizer: Any, request: EditRequest, cfg: PromptConfig,
             f"of {max_length}; shorten the answer".replace("request : ", "")
         )
     return PreparedRequest(request=request, prompt_ids=tuple(prompt_ids), target_ids=tuple(target),
-                           question_end=q_end, target_offsets=tuple(offsets), end_token_id=eot)
+                           question_start=q_start, question_end=q_end, target_offsets=tuple(offsets), end_token_id=eot)
 
 
 def _approx_offsets(tokenizer: Any, ids: Sequence[int]) -> list[tuple[int, int]]:

@@ -51,7 +51,7 @@ class EditRequest:
 class PreparedRequest:
     """A request tokenized once: ``prompt_ids + target_ids`` is the edit text; indices never move.
 
-    ``question_end`` is the index (in ``prompt_ids``) of the question's last token; ``target_offsets``
+    ``question_start``/``question_end`` index (in ``prompt_ids``) the question's first and last token; ``target_offsets``
     are the character spans of the answer tokens in ``request.answer`` (the appended end-of-turn token
     gets ``(len(answer), len(answer))``).
     """
@@ -59,6 +59,7 @@ class PreparedRequest:
     request: EditRequest
     prompt_ids: tuple[int, ...]
     target_ids: tuple[int, ...]
+    question_start: int
     question_end: int
     target_offsets: tuple[tuple[int, int], ...]
     end_token_id: int | None
@@ -74,18 +75,20 @@ class PreparedRequest:
 
 @dataclass(frozen=True)
 class Chunk:
-    """Target tokens ``[start, end)`` and the sequence position whose hidden state carries them.
+    """Target tokens ``[start, end)`` and the sequence positions whose hidden states carry them.
 
     In the sequence ``prompt + target`` the chunk's tokens are predicted by positions
-    ``prompt_len + start - 1 ... prompt_len + end - 2``; ``anchor`` is at or before the first of these.
+    ``prompt_len + start - 1 ... prompt_len + end - 2``. ``anchors`` (sorted) are the positions whose
+    layer output is edited for this chunk; the paper uses one, the token before the chunk.
     """
 
     start: int
     end: int
-    anchor: int
+    anchors: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        if not (0 <= self.start < self.end) or self.anchor < 0:
+        if not (0 <= self.start < self.end) or not self.anchors or min(self.anchors) < 0 \
+                or list(self.anchors) != sorted(set(self.anchors)):
             raise ValueError(f"invalid chunk {self}")
 
     @property

@@ -43,7 +43,7 @@ class ChunkReport:
 
     start: int
     end: int
-    anchor: int
+    anchors: list[int]
     steps: int
     nll_before: float
     nll_after: float
@@ -57,7 +57,8 @@ class ChunkReport:
 
 @dataclass
 class ValueTargets:
-    """Optimised vectors of one request at layer ``layer``: ``targets = h_init + deltas``."""
+    """Optimised vectors of one request at layer ``layer``, one row per anchor position (all chunks,
+    in order): ``targets = h_init + deltas``."""
 
     layer: int
     positions: list[int]
@@ -118,52 +119,61 @@ def _nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def search_values(model: nn.Module, spec: ArchSpec, ids: Sequence[int], prompt_len: int,
                   chunks: Sequence[Chunk], layer: int, cfg: ValueConfig,
-                  progress: Any | None = None) -> ValueTargets:
-    """Optimise the vectors of all chunks of one request, in order. The model is not modified."""
+                  progress: Any | None = None, anchor_weights: dict[int, float] | None = None) -> ValueTargets:
+    """Optimise the vectors of all chunks of one request, in order. The model is not modified.
+
+    ``anchor_weights`` (optional, position -> weight) scales the weight decay of individual anchors, so that
+    a chunk with several anchors puts its change where it is cheap.
+    """
     device = _device(model)
     seq = torch.tensor([list(ids)], device=device)
     layer_path = spec.layer_path(layer)
     was_training = model.training
     model.eval()
-    h_list: list[torch.Tensor] = []
-    d_list: list[torch.Tensor] = []
+    h_rows: list[torch.Tensor] = []
+    d_rows: list[torch.Tensor] = []
+    positions: list[int] = []
     reports: list[ChunkReport] = []
     try:
         with frozen(model):
             for chunk in chunks:
                 t0 = time.perf_counter()
-                first_label = prompt_len + chunk.start - 1
                 last = prompt_len + chunk.end - 2  # last position whose logits we need
-                labels = seq[0, first_label + 1: last + 2]
+                labels = seq[0, prompt_len + chunk.start: last + 2]
+                prev = (positions, torch.stack(d_rows) if d_rows else None)
                 step_fn, h = (_cached_step if cfg.cache_prefix else _full_step)(
-                    model, spec, seq, layer_path, layer, chunk, last, d_list, [c.anchor for c in chunks])
-                delta, rep = _optimise(step_fn, h, labels, cfg)
-                rep.update(start=chunk.start, end=chunk.end, anchor=chunk.anchor, seconds=time.perf_counter() - t0)
-                reports.append(ChunkReport(**rep))
-                h_list.append(h)
-                d_list.append(delta)
-                log.debug("chunk [%d,%d) anchor %d: NLL %.3f -> %.3f in %d steps, |d|/|h| %.2f",
-                          chunk.start, chunk.end, chunk.anchor, rep["nll_before"], rep["nll_after"], rep["steps"],
+                    model, seq, layer_path, layer, spec, chunk, last, prev)
+                weights = torch.tensor([(anchor_weights or {}).get(a, 1.0) for a in chunk.anchors], device=h.device)
+                delta, rep = _optimise(step_fn, h, labels, cfg, weights)
+                reports.append(ChunkReport(start=chunk.start, end=chunk.end, anchors=list(chunk.anchors),
+                                           seconds=time.perf_counter() - t0, **rep))
+                h_rows.extend(h)
+                d_rows.extend(delta)
+                positions.extend(chunk.anchors)
+                log.debug("chunk [%d,%d) anchors %s: NLL %.3f -> %.3f in %d steps, |d|/|h| %.2f", chunk.start,
+                          chunk.end, list(chunk.anchors), rep["nll_before"], rep["nll_after"], rep["steps"],
                           rep["delta_norm"] / max(rep["h_norm"], 1e-12))
                 if progress is not None:
                     progress.update(1)
     finally:
         model.train(was_training)
-    return ValueTargets(layer=layer, positions=[c.anchor for c in chunks], h_init=torch.stack(h_list),
-                        deltas=torch.stack(d_list), reports=reports)
+    return ValueTargets(layer=layer, positions=positions, h_init=torch.stack(h_rows), deltas=torch.stack(d_rows),
+                        reports=reports)
 
 
-def _optimise(step_fn: Any, h: torch.Tensor, labels: torch.Tensor, cfg: ValueConfig) -> tuple[torch.Tensor, dict]:
+def _optimise(step_fn: Any, h: torch.Tensor, labels: torch.Tensor, cfg: ValueConfig,
+              weights: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Adam on ``delta [n_anchors, hidden]``; loss = NLL + sum_i w_i wd |delta_i| / |h_i|^2; per-row clamp."""
     delta = torch.zeros_like(h, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=cfg.lr)
-    h_norm = h.norm()
+    h_norm = h.norm(dim=1)
     max_norm = cfg.clamp_norm * h_norm
     nll_before = nll = float("nan")
     steps = 0
     for it in range(cfg.max_steps + 1):
         logits = step_fn(delta)
         nll_t = _nll(logits, labels)
-        loss = nll_t + cfg.weight_decay * delta.norm() / h_norm**2
+        loss = nll_t + cfg.weight_decay * (weights * delta.norm(dim=1) / h_norm**2).sum()
         nll = nll_t.item()
         if it == 0:
             nll_before = nll
@@ -174,68 +184,67 @@ def _optimise(step_fn: Any, h: torch.Tensor, labels: torch.Tensor, cfg: ValueCon
         opt.step()
         steps += 1
         with torch.no_grad():
-            n = delta.norm()
-            if n > max_norm:
-                delta.mul_(max_norm / n)
-    return delta.detach(), dict(steps=steps, nll_before=nll_before, nll_after=nll,
-                                delta_norm=delta.detach().norm().item(), h_norm=h_norm.item())
+            scale = (max_norm / delta.norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)
+            delta.mul_(scale[:, None])
+    d = delta.detach()
+    return d, dict(steps=steps, nll_before=nll_before, nll_after=nll, delta_norm=d.norm().item(),
+                   h_norm=h_norm.norm().item())
 
 
-def _layer_output_at(model: nn.Module, layer_path: str, input_ids: torch.Tensor, pos: int,
-                     extra: dict[str, Any] | None = None) -> torch.Tensor:
+def _layer_outputs(model: nn.Module, layer_path: str, input_ids: torch.Tensor, **kwargs: Any) -> torch.Tensor:
     with torch.no_grad(), capture(model, outputs=[layer_path]) as rec, \
             stop_after(model.get_submodule(layer_path)):
-        model(input_ids=input_ids, use_cache=False, **(extra or {}))
-    return rec.outputs[layer_path][0, pos].float()
+        model(input_ids=input_ids, **kwargs)
+    return rec.outputs[layer_path]
 
 
-def _full_step(model: nn.Module, spec: ArchSpec, seq: torch.Tensor, layer_path: str, layer: int, chunk: Chunk,
-               last: int, prev: list[torch.Tensor], anchors: list[int]) -> tuple[Any, torch.Tensor]:
+Prev = tuple[list[int], "torch.Tensor | None"]
+
+
+def _full_step(model: nn.Module, seq: torch.Tensor, layer_path: str, layer: int, spec: ArchSpec, chunk: Chunk,
+               last: int, prev: Prev) -> tuple[Any, torch.Tensor]:
     """Reference implementation: the whole model over ``seq[: last + 1]`` with every vector applied."""
     inp = seq[:, : last + 1]
-    n_labels = chunk.size
     module = model.get_submodule(layer_path)
-    h = _layer_output_at(model, layer_path, inp, chunk.anchor)
-    k = len(prev)
-    cols = anchors[: k + 1]
+    h = _layer_outputs(model, layer_path, inp, use_cache=False)[0, list(chunk.anchors)].float()
+    prev_pos, prev_d = prev
+    cols = [*prev_pos, *chunk.anchors]
 
     def step(delta: torch.Tensor) -> torch.Tensor:
-        vecs = torch.stack([*prev, delta]) if prev else delta[None]
+        vecs = torch.cat([prev_d, delta]) if prev_d is not None else delta
         with add_to_output(module, [0] * len(cols), cols, vecs):
             logits = model(input_ids=inp, use_cache=False).logits
-        return logits[0, -n_labels:]
+        return logits[0, -chunk.size:]
 
     return step, h
 
 
-def _cached_step(model: nn.Module, spec: ArchSpec, seq: torch.Tensor, layer_path: str, layer: int, chunk: Chunk,
-                 last: int, prev: list[torch.Tensor], anchors: list[int]) -> tuple[Any, torch.Tensor]:
+def _cached_step(model: nn.Module, seq: torch.Tensor, layer_path: str, layer: int, spec: ArchSpec, chunk: Chunk,
+                 last: int, prev: Prev) -> tuple[Any, torch.Tensor]:
     """Prefix cache + replayed lower layers + logits only at label positions (exact, see module doc)."""
     names = _forward_kwargs(model)
     module = model.get_submodule(layer_path)
-    a = chunk.anchor
-    k = len(prev)
+    a0 = chunk.anchors[0]
+    prev_pos, prev_d = prev
     prefix_cache = None
-    if a > 0:
+    if a0 > 0:
         with torch.no_grad(), contextlib.ExitStack() as stack:
-            if k:
-                stack.enter_context(add_to_output(module, [0] * k, anchors[:k], torch.stack(prev)))
-            out = model(input_ids=seq[:, :a], use_cache=True)
-            prefix_cache = _output_cache(out)
-    tail = seq[:, a: last + 1]  # anchor .. last label position
+            if prev_d is not None:  # earlier anchors all lie before a0
+                stack.enter_context(add_to_output(module, [0] * len(prev_pos), prev_pos, prev_d))
+            prefix_cache = _output_cache(model(input_ids=seq[:, :a0], use_cache=True))
+    tail = seq[:, a0: last + 1]  # first anchor .. last label position
+    cols = [a - a0 for a in chunk.anchors]
 
     def cache_kw() -> dict[str, Any]:
         return {names["cache"]: copy.deepcopy(prefix_cache)} if prefix_cache is not None else {}
 
-    # layer-`layer` output over the tail, computed once (the vector does not change it)
-    with torch.no_grad(), capture(model, outputs=[layer_path]) as rec, stop_after(module):
-        model(input_ids=tail, use_cache=True, **cache_kw())
-    h_tail = rec.outputs[layer_path]
-    h = h_tail[0, 0].float()
+    # layer output over the tail, computed once (the vectors do not change it)
+    h_tail = _layer_outputs(model, layer_path, tail, use_cache=True, **cache_kw())
+    h = h_tail[0, cols].float()
     keep = {names["keep"]: chunk.size} if names["keep"] else {}
 
     def step(delta: torch.Tensor) -> torch.Tensor:
-        with _replayed_lower_layers(model, spec, layer, h_tail), add_to_output(module, [0], [0], delta[None]):
+        with _replayed_lower_layers(model, spec, layer, h_tail), add_to_output(module, [0] * len(cols), cols, delta):
             logits = model(input_ids=tail, use_cache=True, **cache_kw(), **keep).logits
         return logits[0, -chunk.size:]
 

@@ -1,0 +1,395 @@
+"""Command line: ``anyedit edit | ask | apply | stats | demo | presets``.
+
+The only module that parses argv, reads the environment, configures logging and picks devices. Bad input
+prints one line ``anyedit: error: ...`` to stderr and exits with status 2, before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+EXIT_BAD_INPUT = 2
+log = logging.getLogger("anyedit.cli")
+
+
+class CliError(Exception):
+    """A user error detected by the CLI itself."""
+
+
+# ------------------------------------------------------------------ argument parsing helpers
+
+
+def _parse_layers(text: str) -> list[int]:
+    try:
+        if "-" in text:
+            lo, hi = text.split("-", 1)
+            return list(range(int(lo), int(hi) + 1))
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--layers {text!r}: use a range like 4-8 or a list like 4,6,8") from None
+
+
+def _parse_chunking(text: str) -> dict[str, Any]:
+    parts = text.split(":")
+    mode = parts[0]
+    try:
+        if mode == "none" and len(parts) == 1:
+            return {"chunking.mode": "none"}
+        if mode == "window" and len(parts) in (2, 3):
+            out: dict[str, Any] = {"chunking.mode": "window", "chunking.window": int(parts[1])}
+            if len(parts) == 3:
+                out["chunking.overlap"] = int(parts[2])
+            return out
+        if mode == "sentence" and len(parts) == 2:
+            return {"chunking.mode": "sentence", "chunking.window": int(parts[1])}
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"--chunking {text!r}: use window:N, window:N:OVERLAP, sentence:N or none")
+
+
+def _parse_set(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--set {text!r}: use KEY=VALUE, e.g. backend.mom2_weight=500")
+    key, value = text.split("=", 1)
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
+def _read_requests(args: argparse.Namespace) -> list[Any]:
+    from .types import EditRequest
+
+    if args.requests:
+        path = Path(args.requests)
+        if not path.is_file():
+            raise CliError(f"--requests: file not found: {path}")
+        text = path.read_text(encoding="utf-8")
+        try:
+            if path.suffix == ".jsonl":
+                rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+            else:
+                rows = json.loads(text)
+                rows = rows if isinstance(rows, list) else [rows]
+        except json.JSONDecodeError as e:
+            raise CliError(f"--requests: {path} is not valid JSON ({e})") from None
+        if not rows:
+            raise CliError(f"--requests: {path} holds no requests")
+        return [EditRequest.from_dict(r) for r in rows]
+    if not args.question:
+        raise CliError("give --question with --answer/--answer-file, or --requests FILE")
+    if args.answer_file:
+        path = Path(args.answer_file)
+        if not path.is_file():
+            raise CliError(f"--answer-file: file not found: {path}")
+        answer = path.read_text(encoding="utf-8").rstrip("\n")
+    elif args.answer is not None:
+        answer = args.answer
+    else:
+        raise CliError("give the new answer with --answer TEXT or --answer-file PATH")
+    return [EditRequest(question=args.question, answer=answer)]
+
+
+def _setup_logging(quiet: bool, verbose: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    for noisy in ("transformers", "huggingface_hub", "urllib3", "gensim", "smart_open"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    if quiet:
+        transformers.utils.logging.disable_progress_bar()
+        os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+def _load(args: argparse.Namespace):
+    from .models import load_model
+
+    t = time.perf_counter()
+    model, tok = load_model(args.model, dtype=args.dtype, device=args.device, cache_dir=args.cache_dir)
+    log.info("loaded %s in %.1f s", args.model or "the default model (SmolLM2-135M-Instruct)", time.perf_counter() - t)
+    return model, tok
+
+
+def _build_config(args: argparse.Namespace, model: Any):
+    from .config import EditConfig
+    from .presets import preset_config, preset_name
+
+    cfg = preset_config(model, args.method)
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise CliError(f"--config: file not found: {path}")
+        try:
+            cfg = EditConfig.from_dict({**cfg.to_dict(), **json.loads(path.read_text())})
+        except json.JSONDecodeError as e:
+            raise CliError(f"--config: {path} is not valid JSON ({e})") from None
+    over: dict[str, Any] = {}
+    if args.layers:
+        over["layers"] = args.layers
+    if args.chunking:
+        over.update(args.chunking)
+    if args.corpus:
+        over["stats.corpus"] = args.corpus
+    over.update(dict(args.set or []))
+    cfg = cfg.with_overrides(over) if over else cfg
+    log.info("method %s, preset %s, layers %s, chunking %s", cfg.method, preset_name(model, args.method),
+             list(cfg.layers or []), cfg.chunking.to_dict())
+    return cfg
+
+
+def _check_out_dir(path: str | None, flag: str, overwrite: bool) -> None:
+    if path and Path(path).exists() and any(Path(path).iterdir()) and not overwrite:
+        raise CliError(f"{flag} {path} exists and is not empty; choose a new directory or pass --overwrite")
+
+
+def _validate_methods(args: argparse.Namespace) -> None:
+    from .config import known_methods
+
+    if getattr(args, "method", None) and args.method not in known_methods():
+        raise CliError(f"unknown method {args.method!r}; known methods: {', '.join(known_methods())}")
+
+
+def _score(reference: str, text: str) -> str:
+    try:
+        from rouge_score import rouge_scorer
+    except ImportError:
+        return ""
+    f = rouge_scorer.RougeScorer(["rougeL"]).score(reference, text)["rougeL"].fmeasure
+    return f"ROUGE-L F1 vs. the new answer: {f:.2f}"
+
+
+# ------------------------------------------------------------------ commands
+
+
+def cmd_edit(args: argparse.Namespace, requests: list[Any] | None = None) -> int:
+    from .editing import compute_edits
+    from .generation import generate
+    from .prompts import prepare_request
+
+    _validate_methods(args)
+    requests = requests if requests is not None else _read_requests(args)
+    _check_out_dir(args.save, "--save", args.overwrite)
+    _check_out_dir(args.save_model, "--save-model", args.overwrite)
+    model, tok = _load(args)
+    cfg = _build_config(args, model)
+    prepared = [prepare_request(tok, r, cfg.prompt) for r in requests]  # validates before the long work
+    questions = [r.question for r in requests]
+    lengths = [len(p.target_ids) + 16 for p in prepared]
+    before = [] if args.no_compare else [generate(model, tok, q, cfg.prompt, max_new_tokens=n)[0]
+                                         for q, n in zip(questions, lengths)]
+    result = compute_edits(model, tok, requests, cfg, cache_dir=args.cache_dir, show_progress=not args.quiet)
+    result.apply(model, verify=False)
+    after = [generate(model, tok, q, cfg.prompt, max_new_tokens=n)[0] for q, n in zip(questions, lengths)]
+    for i, r in enumerate(requests):
+        print(f"Question: {r.question}")
+        if before:
+            print("--- before the edit ---")
+            print(before[i])
+        print("--- after the edit ---")
+        print(after[i])
+        score = _score(r.answer, after[i])
+        if score:
+            print(f"({score})")
+        print()
+    t = result.timings
+    realised = result.diagnostics.get("realised_fraction")
+    n_chunks = sum(len(x) for x in result.reports)
+    summary = (f"edited {len(requests)} request(s), {n_chunks} chunks, with {cfg.method}: value search "
+               f"{t.get('value_search_s', 0):.1f} s, statistics {t.get('statistics_s', 0):.1f} s, "
+               f"update {t.get('update_s', 0):.1f} s")
+    if realised is not None:
+        summary += f"; realised {100 * realised:.0f}% of the target change"
+    print(summary)
+    if args.save:
+        result.save(args.save)
+        print(f"saved the edit to {args.save} (apply it with: anyedit ask --edit {args.save} --question ...)")
+    if args.save_model:
+        model.save_pretrained(args.save_model)
+        tok.save_pretrained(args.save_model)
+        print(f"saved the edited model to {args.save_model}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .types import EditRequest
+
+    demo = json.loads(resources.files("anyedit").joinpath("data/demo.json").read_text(encoding="utf-8"))
+    args.model = args.model  # default model unless given
+    return cmd_edit(args, [EditRequest.from_dict(demo)])
+
+
+def _load_edit_dir(path: str):
+    from .result import load_edits
+
+    return load_edits(path)
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from .config import PromptConfig
+    from .generation import generate
+
+    edit = _load_edit_dir(args.edit) if args.edit else None  # validate before loading the model
+    model, tok = _load(args)
+    prompt = edit.config.prompt if edit else PromptConfig()
+    if edit:
+        edit.apply(model, verify=True)
+    print(generate(model, tok, args.question, prompt, max_new_tokens=args.max_new_tokens)[0])
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    edit = _load_edit_dir(args.edit)
+    _check_out_dir(args.out, "--out", args.overwrite)
+    model, tok = _load(args)
+    edit.apply(model, verify=True)
+    model.save_pretrained(args.out)
+    tok.save_pretrained(args.out)
+    print(f"wrote the edited model to {args.out}")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from .arch import get_spec
+    from .stats import CovarianceCache
+    from .models import default_cache_dir
+
+    _validate_methods(args)
+    model, tok = _load(args)
+    cfg = _build_config(args, model)
+    spec = get_spec(model)
+    cache = CovarianceCache(args.cache_dir or default_cache_dir(), show_progress=not args.quiet)
+    t = time.perf_counter()
+    got = cache.get(model, tok, spec, cfg.layers or [], cfg.stats)
+    print(f"statistics for layers {sorted(got)} ready in {time.perf_counter() - t:.1f} s "
+          f"(corpus {cfg.stats.corpus}, {cfg.stats.n_tokens} tokens) under {cache.cache_dir}")
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from .presets import preset_config, preset_name
+
+    _validate_methods(args)
+    model, _ = _load(args)
+    cfg = preset_config(model, args.method)
+    print(f"preset: {preset_name(model, args.method)}")
+    print(cfg.to_json())
+    return 0
+
+
+# ------------------------------------------------------------------ parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="anyedit", description="Edit long-form knowledge inside a language model "
+                                "(AnyEdit chunked editing). Default model: SmolLM2-135M-Instruct, embedded.")
+    p.add_argument("--version", action="version", version=f"anyedit {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--model", help="HF model id, local directory or .gguf file (default: the embedded "
+                        "SmolLM2-135M-Instruct)")
+        sp.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="weight dtype (default float32)")
+        sp.add_argument("--device", help="torch device, e.g. cpu, cuda:0, mps (default: where the model loads)")
+        sp.add_argument("--cache-dir", help="where converted models and statistics are cached "
+                        "(default $ANYEDIT_CACHE or ~/.cache/anyedit)")
+        sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars or log messages")
+        sp.add_argument("-v", "--verbose", action="store_true", help="debug logging (per-chunk losses)")
+
+    def method_opts(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--method", help="update backend (default: the preset's; `anyedit presets` shows it)")
+        sp.add_argument("--chunking", type=_parse_chunking, help="window:N[:OVERLAP], sentence:N or none "
+                        "(none = single-token baseline)")
+        sp.add_argument("--layers", type=_parse_layers, help="edited layers, e.g. 4-8 or 4,6,8")
+        sp.add_argument("--corpus", help="statistics corpus: wikipedia-offline, model-samples, a .txt/.jsonl "
+                        "file, or hf:DATASET")
+        sp.add_argument("--config", help="JSON file with config values (as saved in edit.json)")
+        sp.add_argument("--set", action="append", type=_parse_set, metavar="KEY=VALUE",
+                        help="override any config value, e.g. --set backend.mom2_weight=500 (repeatable)")
+
+    e = sub.add_parser("edit", help="edit the model: new answer for a question; print before/after; save the edit",
+                       description="Edit the model so that, asked QUESTION, it answers the new answer. Prints the "
+                       "model's answer before and after, and saves the edit with --save.")
+    common(e)
+    method_opts(e)
+    e.add_argument("--question", help="the question (prompt)")
+    g = e.add_mutually_exclusive_group()
+    g.add_argument("--answer", help="the new answer text")
+    g.add_argument("--answer-file", help="read the new answer from this file")
+    e.add_argument("--requests", help="JSON list or JSONL file of {question, answer[, id]} to edit together")
+    e.add_argument("--save", help="directory for the edit (deltas.safetensors + edit.json)")
+    e.add_argument("--save-model", help="also write the whole edited model here (save_pretrained)")
+    e.add_argument("--no-compare", action="store_true", help="skip generating the answer before the edit")
+    e.add_argument("--overwrite", action="store_true", help="allow writing into non-empty directories")
+    e.set_defaults(func=cmd_edit)
+
+    d = sub.add_parser("demo", help="the main job: a long-form edit of the default model, before/after",
+                       description="Edit the default model with a built-in long news-style answer and show its "
+                       "answer before and after.")
+    common(d)
+    method_opts(d)
+    d.add_argument("--save", help="directory for the edit")
+    d.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --save directory")
+    d.set_defaults(func=cmd_demo, save_model=None, no_compare=False)
+
+    a = sub.add_parser("ask", help="answer a question (greedy), optionally with a saved edit applied",
+                       description="Print the model's greedy answer (only the answer, on stdout).")
+    common(a)
+    a.add_argument("--question", required=True)
+    a.add_argument("--edit", help="a directory written by `anyedit edit --save`")
+    a.add_argument("--max-new-tokens", type=int, default=256)
+    a.set_defaults(func=cmd_ask)
+
+    ap = sub.add_parser("apply", help="write a full model with a saved edit applied",
+                        description="Load the base model, apply a saved edit (refused if it belongs to another "
+                        "model) and write the edited model with save_pretrained.")
+    common(ap)
+    ap.add_argument("--edit", required=True, help="a directory written by `anyedit edit --save`")
+    ap.add_argument("--out", required=True, help="output directory for the edited model")
+    ap.add_argument("--overwrite", action="store_true")
+    ap.set_defaults(func=cmd_apply)
+
+    s = sub.add_parser("stats", help="precompute and cache covariance statistics (progress bar with ETA)",
+                       description="Compute the MLP key statistics for the edited layers once and cache them.")
+    common(s)
+    method_opts(s)
+    s.set_defaults(func=cmd_stats)
+
+    pr = sub.add_parser("presets", help="show the configuration anyedit picks for a model",
+                        description="Print the preset config for the model (and --method).")
+    common(pr)
+    pr.add_argument("--method")
+    pr.set_defaults(func=cmd_presets)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.quiet, args.verbose)
+    from .errors import AnyEditError
+
+    try:
+        return int(args.func(args) or 0)
+    except (AnyEditError, CliError) as e:
+        print(f"anyedit: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("anyedit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

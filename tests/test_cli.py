@@ -1,0 +1,156 @@
+"""The command line on tiny models saved to disk: the happy path and every bad input (exit 2, one line)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from anyedit.cli import main
+
+from .tiny import tiny_model, tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    out = {}
+    for name, kind, seed in (("a", "llama", 0), ("b", "llama", 1)):
+        d = root / name
+        tiny_model(kind, seed=seed).save_pretrained(d)
+        tiny_tokenizer().save_pretrained(d)
+        out[name] = d
+    import transformers as tf
+
+    d = root / "unsupported"
+    cfg = tf.OPTConfig(vocab_size=len(tiny_tokenizer()), hidden_size=32, ffn_dim=64, num_hidden_layers=2,
+                       num_attention_heads=2, word_embed_proj_dim=32, max_position_embeddings=64)
+    tf.AutoModelForCausalLM.from_config(cfg).save_pretrained(d)
+    tiny_tokenizer().save_pretrained(d)
+    out["unsupported"] = d
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n\n".join(f"Line {i}: the quick brown fox jumps over the lazy dog." for i in range(40)))
+    out["corpus"] = corpus
+    return out
+
+
+def _fast(model_dirs, tmp_path):
+    return ["--cache-dir", str(tmp_path / "cache"), "--layers", "1-2", "--chunking", "window:6",
+            "--corpus", str(model_dirs["corpus"]), "--set", "stats.n_tokens=300", "--set", "stats.max_len=32",
+            "--set", "value.max_steps=3", "-q"]
+
+
+def _bad(capsys, argv, expect):
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("anyedit: error:"), err
+    assert expect in lines[0], lines[0]
+
+
+def test_edit_save_then_ask_with_the_edit(model_dirs, tmp_path, capsys):
+    save = tmp_path / "edit"
+    argv = ["edit", "--model", str(model_dirs["a"]), "--question", "What is the answer?",
+            "--answer", "The capital of France is Paris.", "--save", str(save), *_fast(model_dirs, tmp_path)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "--- before the edit ---" in out and "--- after the edit ---" in out
+    assert (save / "edit.json").is_file() and (save / "deltas.safetensors").is_file()
+    assert main(["ask", "--model", str(model_dirs["a"]), "--question", "What is the answer?", "--edit", str(save),
+                 "--max-new-tokens", "5", "-q", "--cache-dir", str(tmp_path / "cache")]) == 0
+    answer = capsys.readouterr().out
+    assert answer.strip() and "anyedit" not in answer  # only the answer on stdout
+
+
+def test_requests_file_and_apply(model_dirs, tmp_path, capsys):
+    reqs = tmp_path / "reqs.jsonl"
+    reqs.write_text("\n".join(json.dumps({"question": f"Q{i}?", "answer": f"The quick fox {i}."}) for i in range(2)))
+    save, out_model = tmp_path / "edit", tmp_path / "edited-model"
+    assert main(["edit", "--model", str(model_dirs["a"]), "--requests", str(reqs), "--save", str(save),
+                 "--no-compare", *_fast(model_dirs, tmp_path)]) == 0
+    assert main(["apply", "--model", str(model_dirs["a"]), "--edit", str(save), "--out", str(out_model), "-q",
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    from transformers import AutoModelForCausalLM
+
+    edited = AutoModelForCausalLM.from_pretrained(out_model)
+    base = AutoModelForCausalLM.from_pretrained(model_dirs["a"])
+    changed = [n for n, p in edited.state_dict().items() if not torch.equal(p, base.state_dict()[n])]
+    assert changed and all("mlp.down_proj" in n for n in changed)
+    capsys.readouterr()
+
+
+def test_empty_answer(model_dirs, tmp_path, capsys):
+    save = tmp_path / "edit"
+    _bad(capsys, ["edit", "--model", str(model_dirs["a"]), "--question", "Q?", "--answer", "  ", "--save", str(save),
+                  *_fast(model_dirs, tmp_path)], "answer is empty")
+    assert not save.exists()
+
+
+def test_missing_files(model_dirs, tmp_path, capsys):
+    _bad(capsys, ["edit", "--requests", str(tmp_path / "none.json")], "not found")
+    _bad(capsys, ["edit", "--question", "Q?", "--answer-file", str(tmp_path / "none.txt")], "not found")
+    _bad(capsys, ["edit", "--model", str(tmp_path / "no-model"), "--question", "Q?", "--answer", "A",
+                  "--cache-dir", str(tmp_path)], "cannot load model")
+
+
+def test_bad_requests_file(model_dirs, tmp_path, capsys):
+    f = tmp_path / "r.json"
+    f.write_text("{broken")
+    _bad(capsys, ["edit", "--requests", str(f)], "not valid JSON")
+    f.write_text(json.dumps([{"question": "Q?"}]))
+    _bad(capsys, ["edit", "--requests", str(f)], "missing field")
+
+
+def test_unknown_method(model_dirs, tmp_path, capsys):
+    _bad(capsys, ["edit", "--model", str(model_dirs["a"]), "--question", "Q?", "--answer", "A", "--method", "nope"],
+         "unknown method")
+
+
+def test_unknown_model_type(model_dirs, tmp_path, capsys):
+    save = tmp_path / "edit"
+    _bad(capsys, ["edit", "--model", str(model_dirs["unsupported"]), "--question", "Q?", "--answer", "A.",
+                  "--save", str(save), "--cache-dir", str(tmp_path), "-q"], "not supported")
+    assert not save.exists()
+
+
+def test_corrupt_edit_directory(model_dirs, tmp_path, capsys):
+    d = tmp_path / "edit"
+    d.mkdir()
+    (d / "edit.json").write_text("{}")
+    (d / "deltas.safetensors").write_bytes(b"junk")
+    _bad(capsys, ["ask", "--model", str(model_dirs["a"]), "--question", "Q?", "--edit", str(d)], "format_version")
+    _bad(capsys, ["ask", "--question", "Q?", "--edit", str(tmp_path / "missing")], "not found")
+
+
+def test_edit_on_a_different_model_is_refused(model_dirs, tmp_path, capsys):
+    save = tmp_path / "edit"
+    assert main(["edit", "--model", str(model_dirs["a"]), "--question", "Q?", "--answer", "The quick fox.",
+                 "--save", str(save), "--no-compare", *_fast(model_dirs, tmp_path)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "out"
+    _bad(capsys, ["ask", "--model", str(model_dirs["b"]), "--question", "Q?", "--edit", str(save), "-q",
+                  "--cache-dir", str(tmp_path / "cache")], "made for")
+    _bad(capsys, ["apply", "--model", str(model_dirs["b"]), "--edit", str(save), "--out", str(out), "-q",
+                  "--cache-dir", str(tmp_path / "cache")], "made for")
+    assert not out.exists()
+
+
+def test_existing_output_directory_is_not_overwritten(model_dirs, tmp_path, capsys):
+    save = tmp_path / "edit"
+    save.mkdir()
+    (save / "keep.txt").write_text("mine")
+    _bad(capsys, ["edit", "--model", str(model_dirs["a"]), "--question", "Q?", "--answer", "A.", "--save",
+                  str(save)], "not empty")
+    assert (save / "keep.txt").read_text() == "mine"
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("edit", "ask", "apply", "stats", "demo", "presets"):
+        assert cmd in out
