@@ -7,14 +7,14 @@ from anyedit import stats as stats_mod
 from anyedit.arch import get_spec
 from anyedit.config import StatsConfig
 from anyedit.errors import CorpusError
-from anyedit.stats import CovarianceCache, compute_second_moments
+from anyedit.stats import CovarianceCache, compute_second_moments, corpus_source
 
 
 def test_one_pass_equals_direct_computation(llama, corpus_file):
     model, tok = llama
     spec = get_spec(model)
     cfg = StatsConfig(corpus=str(corpus_file), n_tokens=300, max_len=32, batch_size=3)
-    got = compute_second_moments(model, tok, spec, [1, 3], cfg, show_progress=False)
+    got = compute_second_moments(model, spec, [1, 3], corpus_source(model, tok, cfg), show_progress=False)
     # direct: the same rows, one at a time, every layer separately
     rows = list(stats_mod._token_rows(tok, stats_mod.iter_texts(str(corpus_file)), 32, 300))
     assert sum(len(r) for r in rows) == 300

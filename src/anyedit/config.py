@@ -215,6 +215,30 @@ class StatsConfig(_Config):
         _check_choice(c, "dtype", self.dtype, ("float32", "float64", "bfloat16", "float16"))
 
 
+@dataclass(frozen=True)
+class PreserveConfig(_Config):
+    """Keep generic chat conversations unchanged (see preserve.py).
+
+    The closed-form updates add ``weight * E_chat[k k^T]`` to their regulariser, where the keys come from
+    ``n_prompts`` conversations: each prompt from ``prompts`` (``"builtin"`` or a file of questions) in
+    the chat template followed by the model's own greedy answer of up to ``answer_tokens`` tokens.
+    ``weight=0`` turns it off (the paper's behaviour).
+    """
+
+    prompts: str = "builtin"
+    n_prompts: int = 1000
+    answer_tokens: int = 48
+    weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        c = type(self)
+        if not isinstance(self.prompts, str) or not self.prompts:
+            _fail(c, "prompts", self.prompts, "must be 'builtin' or a file path")
+        _check_pos_int(c, "n_prompts", self.n_prompts)
+        _check_pos_int(c, "answer_tokens", self.answer_tokens)
+        _check_pos_float(c, "weight", self.weight, allow_zero=True)
+
+
 # ---------------------------------------------------------------- backend configs
 
 
@@ -258,15 +282,20 @@ class EditConfig(_Config):
     """Everything that determines an edit (besides the model and the requests).
 
     ``layers``: decoder layers whose weights change (None: the architecture's default, scaled to depth).
+    ``rounds``: 1 is the paper's single pass. With more, the vectors are searched again on the model with
+    the update so far and the backend adds a correction, until every chunk is reproduced or the rounds
+    run out (an update that realises only part of each vector gets closer each round).
     ``backend``: the method's own settings; ``None`` means the method's defaults.
     """
 
     method: str = "memit"
     layers: tuple[int, ...] | None = None
+    rounds: int = 1
     chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
     value: ValueConfig = field(default_factory=ValueConfig)
     stats: StatsConfig = field(default_factory=StatsConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
+    preserve: PreserveConfig = field(default_factory=PreserveConfig)
     backend: BackendConfig | None = None
 
     def __post_init__(self) -> None:
@@ -276,6 +305,7 @@ class EditConfig(_Config):
             object.__setattr__(self, "backend", cls())
         elif not isinstance(self.backend, cls):
             _fail(c, "backend", self.backend, f"method {self.method!r} needs a {cls.__name__}")
+        _check_pos_int(c, "rounds", self.rounds)
         if self.layers is not None:
             if isinstance(self.layers, list):
                 object.__setattr__(self, "layers", tuple(self.layers))
@@ -286,7 +316,7 @@ class EditConfig(_Config):
             if list(self.layers) != sorted(set(self.layers)):
                 _fail(c, "layers", self.layers, "must be strictly increasing")
         for name, typ in (("chunking", ChunkingConfig), ("value", ValueConfig), ("stats", StatsConfig),
-                          ("prompt", PromptConfig)):
+                          ("prompt", PromptConfig), ("preserve", PreserveConfig)):
             if not isinstance(getattr(self, name), typ):
                 _fail(c, name, getattr(self, name), f"must be a {typ.__name__}")
 

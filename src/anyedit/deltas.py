@@ -51,6 +51,15 @@ class Delta:
         ts = [self.dense] if self.dense is not None else [self.a, self.b]
         return all(bool(torch.isfinite(t).all()) for t in ts)  # type: ignore[arg-type]
 
+    def merged(self, other: "Delta") -> "Delta":
+        """The sum of two deltas of the same parameter (low-rank factors are concatenated: exact)."""
+        if self.shape != other.shape:
+            raise ValueError(f"cannot add deltas of shapes {self.shape} and {other.shape}")
+        if self.dense is None and other.dense is None:
+            return Delta(a=torch.cat([self.a, other.a.to(self.a.dtype)], 1),  # type: ignore[list-item]
+                         b=torch.cat([self.b, other.b.to(self.b.dtype)], 1))  # type: ignore[list-item]
+        return Delta(dense=self.full() + other.full().to(self.full().dtype))
+
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"dense": self.dense} if self.dense is not None else {"a": self.a, "b": self.b}  # type: ignore[dict-item]
 

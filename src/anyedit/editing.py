@@ -15,9 +15,11 @@ from .arch import get_spec, model_identity, num_layers
 from .backends import EditContext, get_backend
 from .chunking import make_chunks
 from .config import EditConfig
-from .deltas import get_param, tensor_sha256
+from .backends import BackendOutput
+from .deltas import Delta, apply_deltas, get_param, restore, tensor_sha256
 from .errors import ConfigError, EditApplyError, RequestError
 from .presets import preset_config
+from .preserve import chat_source
 from .prompts import context_length, prepare_request
 from .result import EditResult
 from .stats import CovarianceCache
@@ -77,13 +79,6 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
     original = {}
     timings: dict[str, float] = {}
 
-    t0 = time.perf_counter()
-    total = sum(len(c) for c in chunks)
-    with tqdm(total=total, desc="value search", unit="chunk", disable=not show_progress, leave=False) as bar:
-        values = [search_values(model, spec, p.ids, p.prompt_len, c, z, config.value, progress=bar)
-                  for p, c in zip(prepared, chunks)]
-    timings["value_search_s"] = time.perf_counter() - t0
-
     stats_time = [0.0]
 
     def stats(ls: Sequence[int]) -> dict:
@@ -92,12 +87,52 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
         stats_time[0] += time.perf_counter() - t
         return out
 
-    ctx = EditContext(model=model, tokenizer=tokenizer, spec=spec, config=config, layers=layers, value_layer=z,
-                      prepared=prepared, chunks=chunks, values=values, stats=stats, show_progress=show_progress)
-    t0 = time.perf_counter()
-    out = backend.compute(ctx)
+    def chat_stats(ls: Sequence[int]) -> dict | None:
+        if config.preserve.weight <= 0:
+            return None
+        t = time.perf_counter()
+        src = chat_source(model, tokenizer, config.preserve, config.prompt, stats_cache.cache_dir, config.stats.dtype)
+        out = stats_cache.get_source(model, spec, ls, src)
+        stats_time[0] += time.perf_counter() - t
+        return out
+
+    deltas: dict[str, Delta] = {}
+    diagnostics: dict[str, Any] = {"rounds": []}
+    first_values = None
+    timings["value_search_s"] = timings["update_s"] = 0.0
+    backup: dict[str, Any] = {}
+    try:
+        for rnd in range(config.rounds):
+            if rnd:  # search again on the model with the deltas so far, and add a correction
+                restore(model, backup)
+                backup = apply_deltas(model, deltas)
+            t0 = time.perf_counter()
+            total = sum(len(c) for c in chunks)
+            desc = "value search" + (f" (round {rnd + 1}/{config.rounds})" if config.rounds > 1 else "")
+            with tqdm(total=total, desc=desc, unit="chunk", disable=not show_progress, leave=False) as bar:
+                values = [search_values(model, spec, p.ids, p.prompt_len, c, z, config.value, progress=bar)
+                          for p, c in zip(prepared, chunks)]
+            timings["value_search_s"] += time.perf_counter() - t0
+            nll_now = [r.nll_before for v in values for r in v.reports]
+            if rnd and max(nll_now) < config.value.stop_loss:
+                log.info("round %d: every chunk is already reproduced; stopping", rnd + 1)
+                break
+            first_values = first_values or values
+            ctx = EditContext(model=model, tokenizer=tokenizer, spec=spec, config=config, layers=layers,
+                              value_layer=z, prepared=prepared, chunks=chunks, values=values, stats=stats,
+                              chat_stats=chat_stats, show_progress=show_progress)
+            t0, s0 = time.perf_counter(), stats_time[0]
+            out = backend.compute(ctx)
+            timings["update_s"] += time.perf_counter() - t0 - (stats_time[0] - s0)
+            diagnostics["rounds"].append({"chunk_nll_before": nll_now, **out.diagnostics})
+            for name, d in out.deltas.items():
+                deltas[name] = deltas[name].merged(d) if name in deltas else d
+    finally:
+        restore(model, backup)
     timings["statistics_s"] = stats_time[0]
-    timings["update_s"] = time.perf_counter() - t0 - stats_time[0]
+    diagnostics.update({k: v for k, v in diagnostics["rounds"][0].items() if k != "chunk_nll_before"})
+    values = first_values
+    out = BackendOutput(deltas, diagnostics)
     for name, d in out.deltas.items():
         if not d.is_finite():
             raise EditApplyError(f"the {config.method} update for {name} is not finite; nothing was changed")

@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,31 @@ def _token_rows(tokenizer: Any, texts: Iterator[str], max_len: int, n_tokens: in
         yield buf[: n_tokens - done]
 
 
+@dataclass(frozen=True)
+class RowSource:
+    """Token rows to collect keys over. ``identity`` is what distinguishes them in cache keys."""
+
+    identity: dict[str, Any]
+    rows: Callable[[], Iterable[list[int]]]
+    n_tokens: int
+    dtype: str = "float32"
+    batch_size: int = 4
+    description: str = "statistics"
+
+
+def corpus_source(model: nn.Module, tokenizer: Any, cfg: StatsConfig) -> RowSource:
+    """Rows of ``cfg.max_len`` tokens packed from the corpus ``cfg.corpus``."""
+    source = resolve_source(cfg.corpus)
+    if source != cfg.corpus:
+        log.warning("corpus %r is unavailable (gensim not installed); using text sampled from the model", cfg.corpus)
+
+    def rows() -> Iterator[list[int]]:
+        return _token_rows(tokenizer, iter_texts(source, model, tokenizer, cfg.max_len), cfg.max_len, cfg.n_tokens)
+
+    ident = {"corpus": corpus_id(cfg.corpus), "n_tokens": cfg.n_tokens, "max_len": cfg.max_len, "dtype": cfg.dtype}
+    return RowSource(ident, rows, cfg.n_tokens, cfg.dtype, cfg.batch_size, f"statistics ({source})")
+
+
 class CovarianceCache:
     """Serves ``C`` per layer from memory, then disk, else computes it (one pass for all missing layers)."""
 
@@ -57,16 +83,9 @@ class CovarianceCache:
         self.show_progress = show_progress
         self._memory: dict[str, torch.Tensor] = {}
 
-    def key(self, model: nn.Module, spec: ArchSpec, layer: int, cfg: StatsConfig) -> dict[str, Any]:
-        return {
-            "format": FORMAT_VERSION,
-            "model": model_identity(model),
-            "module": spec.mlp_out_path(layer),
-            "corpus": corpus_id(cfg.corpus),
-            "n_tokens": cfg.n_tokens,
-            "max_len": cfg.max_len,
-            "dtype": cfg.dtype,
-        }
+    def key(self, model: nn.Module, spec: ArchSpec, layer: int, source: RowSource) -> dict[str, Any]:
+        return {"format": FORMAT_VERSION, "model": model_identity(model), "module": spec.mlp_out_path(layer),
+                **source.identity}
 
     def _path(self, key: dict[str, Any]) -> Path | None:
         if self.cache_dir is None:
@@ -93,12 +112,17 @@ class CovarianceCache:
 
     def get(self, model: nn.Module, tokenizer: Any, spec: ArchSpec, layers: Sequence[int],
             cfg: StatsConfig) -> dict[int, torch.Tensor]:
-        """``{layer: C}`` (float32, on CPU)."""
+        """``{layer: C}`` over the text corpus of ``cfg`` (float32, on CPU)."""
+        return self.get_source(model, spec, layers, corpus_source(model, tokenizer, cfg))
+
+    def get_source(self, model: nn.Module, spec: ArchSpec, layers: Sequence[int],
+                   source: RowSource) -> dict[int, torch.Tensor]:
+        """``{layer: E[k k^T]}`` over the rows of ``source`` (float32, on CPU)."""
         out: dict[int, torch.Tensor] = {}
         missing: list[int] = []
         keys = {}
         for layer in layers:
-            key = keys[layer] = self.key(model, spec, layer, cfg)
+            key = keys[layer] = self.key(model, spec, layer, source)
             mem_key = json.dumps(key, sort_keys=True)
             if mem_key in self._memory:
                 out[layer] = self._memory[mem_key]
@@ -111,7 +135,7 @@ class CovarianceCache:
                 log.info("loaded statistics for layer %d from %s", layer, path)
                 out[layer] = self._memory[mem_key] = c
         if missing:
-            computed = compute_second_moments(model, tokenizer, spec, missing, cfg, self.show_progress)
+            computed = compute_second_moments(model, spec, missing, source, self.show_progress)
             for layer, c in computed.items():
                 key = keys[layer]
                 self._memory[json.dumps(key, sort_keys=True)] = out[layer] = c
@@ -126,29 +150,25 @@ class CovarianceCache:
 
 
 @torch.no_grad()
-def compute_second_moments(model: nn.Module, tokenizer: Any, spec: ArchSpec, layers: Sequence[int],
-                           cfg: StatsConfig, show_progress: bool = True) -> dict[int, torch.Tensor]:
-    """One pass over ``cfg.n_tokens`` corpus tokens collecting ``E[k k^T]`` for every layer in ``layers``."""
+def compute_second_moments(model: nn.Module, spec: ArchSpec, layers: Sequence[int], source: RowSource,
+                           show_progress: bool = True) -> dict[int, torch.Tensor]:
+    """One pass over the rows of ``source`` collecting ``E[k k^T]`` for every layer in ``layers``."""
     layers = sorted(set(layers))
-    dtype = getattr(torch, cfg.dtype)
+    dtype = getattr(torch, source.dtype)
     device = next(model.parameters()).device
-    source = resolve_source(cfg.corpus)
-    if source != cfg.corpus:
-        log.warning("corpus %r is unavailable (gensim not installed); using text sampled from the model", cfg.corpus)
     paths = [spec.mlp_out_path(i) for i in layers]
     last = model.get_submodule(spec.layer_path(layers[-1]))
     sums: dict[int, torch.Tensor] = {}
     count = 0
     was_training = model.training
     model.eval()
-    rows = _token_rows(tokenizer, iter_texts(source, model, tokenizer, cfg.max_len), cfg.max_len, cfg.n_tokens)
-    bar = tqdm(total=cfg.n_tokens, unit="tok", desc=f"statistics L{layers[0]}-{layers[-1]}",
+    bar = tqdm(total=source.n_tokens, unit="tok", desc=f"{source.description} L{layers[0]}-{layers[-1]}",
                disable=not show_progress, leave=False)
     try:
         batch: list[list[int]] = []
-        for row in rows:
+        for row in source.rows():
             batch.append(row)
-            if len(batch) < cfg.batch_size:
+            if len(batch) < source.batch_size:
                 continue
             count += _accumulate(model, batch, paths, layers, last, sums, dtype, device)
             bar.update(sum(len(r) for r in batch))
@@ -160,9 +180,9 @@ def compute_second_moments(model: nn.Module, tokenizer: Any, spec: ArchSpec, lay
         bar.close()
         model.train(was_training)
     if count == 0:
-        raise StatsError(f"the corpus {cfg.corpus!r} produced no tokens")
-    if count < cfg.n_tokens:
-        log.warning("corpus %r gave only %d of the %d requested tokens", cfg.corpus, count, cfg.n_tokens)
+        raise StatsError(f"{source.description}: no tokens to collect statistics over")
+    if count < source.n_tokens:
+        log.warning("%s: got only %d of the %d requested tokens", source.description, count, source.n_tokens)
     return {layer: (s / count).to(torch.float32).cpu() for layer, s in sums.items()}
 
 

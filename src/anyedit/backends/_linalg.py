@@ -61,12 +61,15 @@ def split_keys(traces: Sequence[Trace], anchors: Sequence[Sequence[int]]) -> tup
 
 
 def regularised_solve(cov: torch.Tensor, k_s: torch.Tensor, k_p: torch.Tensor | None, lam: float,
-                      kp_weight: float, dtype: torch.dtype) -> torch.Tensor:
-    """``(lam C + w K_p^T K_p + K_s^T K_s)^-1 K_s^T`` as ``[d_ff, m]`` (keys are rows here)."""
+                      kp_weight: float, dtype: torch.dtype, chat_cov: torch.Tensor | None = None,
+                      chat_weight: float = 0.0) -> torch.Tensor:
+    """``(lam C + w_c C_chat + w_p K_p^T K_p + K_s^T K_s)^-1 K_s^T`` as ``[d_ff, m]`` (keys are rows here)."""
     dev = k_s.device
     if dev.type == "mps" and dtype == torch.float64:  # no float64 on Apple GPUs
         dtype = torch.float32
     a = lam * cov.to(dev, dtype) + k_s.T.to(dtype) @ k_s.to(dtype)
+    if chat_cov is not None and chat_weight > 0:
+        a = a + chat_weight * chat_cov.to(dev, dtype)
     if k_p is not None and kp_weight > 0 and k_p.shape[0]:
         kp = k_p.to(dtype)
         a = a + kp_weight * (kp.T @ kp)

@@ -19,7 +19,8 @@ from ..values import ValueTargets
 
 @dataclass
 class EditContext:
-    """Everything a backend may use. ``stats(layers)`` computes or loads covariance statistics lazily."""
+    """Everything a backend may use. ``stats(layers)`` computes or loads the text covariance statistics
+    lazily; ``chat_stats(layers)`` the chat-conversation statistics to preserve (None when switched off)."""
 
     model: nn.Module
     tokenizer: Any
@@ -31,6 +32,7 @@ class EditContext:
     chunks: list[list[Chunk]]
     values: list[ValueTargets]
     stats: Callable[[Sequence[int]], dict[int, torch.Tensor]]
+    chat_stats: Callable[[Sequence[int]], dict[int, torch.Tensor] | None] = lambda _layers: None
     show_progress: bool = True
 
     @property

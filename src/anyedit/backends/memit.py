@@ -51,6 +51,7 @@ class MemitBackend:
         z_star, anchors = targets_and_anchors(ctx)
         seqs = [p.ids for p in ctx.prepared]
         stats = ctx.stats(ctx.layers)
+        chat = ctx.chat_stats(ctx.layers)
         dtype = getattr(torch, cfg.solve_dtype)
         deltas, backup, per_layer = {}, {}, []
         z0_err = None
@@ -63,7 +64,8 @@ class MemitBackend:
                 if z0_err is None:
                     z0_err = err.norm(dim=1)
                 resid = err / (len(ctx.layers) - i)
-                solved = regularised_solve(stats[layer], k_s, k_p, cfg.mom2_weight, cfg.kp_weight, dtype)
+                solved = regularised_solve(stats[layer], k_s, k_p, cfg.mom2_weight, cfg.kp_weight, dtype,
+                                           chat[layer] if chat else None, ctx.config.preserve.weight)
                 name = spec.mlp_out_weight_name(layer)
                 delta = mlp_out_delta(spec, resid, solved)
                 realised = (k_s.to(solved.dtype) @ solved) @ resid.to(solved.dtype)  # dW k_s, per edited key

@@ -1,0 +1,126 @@
+"""What an edit is told to keep: the MLP keys of generic chat conversations.
+
+The covariance statistics come from plain text (Wikipedia). A chat model is used through its template,
+and the template's tokens (and the start of every answer) have keys that the text statistics barely
+cover, so an update that is cheap under the text statistics can rewrite the start of every answer.
+This module builds a second statistic over conversations in the deployment format: each built-in
+preservation prompt (``data/chat_prompts.json``, ``"preserve"``; disjoint from the ``"probe"`` prompts
+used to measure locality) in the model's chat template, followed by the model's own greedy answer.
+The answers are generated once per model and cached with the statistics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import PreserveConfig, PromptConfig
+from .errors import CorpusError
+from .generation import generation_config
+from .prompts import encode_prompt, end_token_id
+from .stats import RowSource
+
+log = logging.getLogger(__name__)
+
+
+def builtin_prompts(kind: str = "preserve") -> list[str]:
+    data = json.loads(resources.files("anyedit").joinpath("data/chat_prompts.json").read_text(encoding="utf-8"))
+    return list(data[kind])
+
+
+def load_prompts(source: str) -> list[str]:
+    """``"builtin"`` or a file: JSON list of strings, JSONL with a ``question`` field, or text (one per line)."""
+    if source == "builtin":
+        return builtin_prompts("preserve")
+    p = Path(source).expanduser()
+    if not p.is_file():
+        raise CorpusError(f"preservation prompts file not found: {source}")
+    text = p.read_text(encoding="utf-8")
+    try:
+        if p.suffix == ".json":
+            data = json.loads(text)
+            out = [d if isinstance(d, str) else d["question"] for d in data]
+        elif p.suffix == ".jsonl":
+            out = [json.loads(line)["question"] for line in text.splitlines() if line.strip()]
+        else:
+            out = [line.strip() for line in text.splitlines() if line.strip()]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise CorpusError(f"{source}: expected questions (JSON list, JSONL with 'question', or lines): {e}") from None
+    if not out:
+        raise CorpusError(f"{source}: no prompts")
+    return out
+
+
+@torch.no_grad()
+def _own_answers(model: nn.Module, tokenizer: Any, prompts: list[list[int]], n_tokens: int,
+                 prompt_cfg: PromptConfig, batch_size: int = 16) -> list[list[int]]:
+    gen = generation_config(tokenizer, prompt_cfg, n_tokens)
+    stops = set(gen.eos_token_id or [])
+    device = next(model.parameters()).device
+    out: list[list[int]] = []
+    for b in range(0, len(prompts), batch_size):
+        batch = prompts[b: b + batch_size]
+        width = max(len(p) for p in batch)
+        ids = torch.full((len(batch), width), gen.pad_token_id, dtype=torch.long, device=device)
+        mask = torch.zeros_like(ids)
+        for i, p in enumerate(batch):
+            ids[i, width - len(p):] = torch.tensor(p, device=device)
+            mask[i, width - len(p):] = 1
+        res = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)
+        for row in res[:, width:].tolist():
+            ans: list[int] = []
+            for t in row:
+                ans.append(t)
+                if t in stops:
+                    break
+            out.append(ans)
+    return out
+
+
+def chat_source(model: nn.Module, tokenizer: Any, cfg: PreserveConfig, prompt_cfg: PromptConfig,
+                cache_dir: Path | None, dtype: str = "float32") -> RowSource:
+    """One row per conversation: templated prompt + the model's own greedy answer (cached on disk)."""
+    from .arch import model_identity
+
+    prompts = load_prompts(cfg.prompts)[: cfg.n_prompts]
+    encoded = [encode_prompt(tokenizer, q, prompt_cfg)[0] for q in prompts]
+    ident = {"kind": "chat-conversations", "prompts": hashlib.sha256("\n".join(prompts).encode()).hexdigest()[:16],
+             "n_prompts": len(prompts), "answer_tokens": cfg.answer_tokens, "prompt": prompt_cfg.to_dict(),
+             "dtype": dtype}
+    answers_path = None
+    if cache_dir is not None:
+        key = json.dumps({"model": model_identity(model), **ident}, sort_keys=True)
+        answers_path = Path(cache_dir) / "preserve" / f"answers-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+    state: dict[str, list[list[int]]] = {}
+
+    def answers() -> list[list[int]]:
+        if "a" in state:
+            return state["a"]
+        if answers_path is not None and answers_path.is_file():
+            state["a"] = json.loads(answers_path.read_text())
+        else:
+            log.info("generating the model's own answers to %d preservation prompts (once per model)", len(prompts))
+            state["a"] = _own_answers(model, tokenizer, encoded, cfg.answer_tokens, prompt_cfg)
+            if answers_path is not None:
+                answers_path.parent.mkdir(parents=True, exist_ok=True)
+                answers_path.write_text(json.dumps(state["a"]))
+        return state["a"]
+
+    eot = end_token_id(tokenizer, prompt_cfg)
+
+    def rows() -> Iterator[list[int]]:
+        for p, a in zip(encoded, answers()):
+            if eot is not None and (not a or a[-1] != eot):
+                a = [*a, eot]
+            yield p + a
+
+    total = sum(len(p) for p in encoded) + len(prompts) * cfg.answer_tokens
+    return RowSource(ident, rows, total, dtype, batch_size=8, description="chat preservation statistics")
