@@ -25,17 +25,24 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class MemitConfig(BackendConfig):
-    """``mom2_weight`` is lambda; ``kp_weight`` weights the same-text preservation term (0 = off)."""
+    """``mom2_weight`` is lambda; ``kp_weight`` weights the same-text preservation term (0 = off).
+
+    ``spread``: MEMIT's ``"even"`` split asks layer i (of n) for ``1/(n - i)`` of the remaining change;
+    ``"greedy"`` asks every layer for all of it (later layers then correct what earlier ones could not
+    realise, so a regulariser that lets each layer realise only part of its target still gets close).
+    """
 
     method: ClassVar[str] = "memit"
     mom2_weight: float = 15000.0
     kp_weight: float = 1.0
+    spread: Literal["even", "greedy"] = "even"
     solve_dtype: Literal["float32", "float64"] = "float64"
 
     def __post_init__(self) -> None:
         c = type(self)
         _check_pos_float(c, "mom2_weight", self.mom2_weight, allow_zero=True)
         _check_pos_float(c, "kp_weight", self.kp_weight, allow_zero=True)
+        _check_choice(c, "spread", self.spread, ("even", "greedy"))
         _check_choice(c, "solve_dtype", self.solve_dtype, ("float32", "float64"))
 
 
@@ -63,7 +70,7 @@ class MemitBackend:
                 err = z_star - z_cur
                 if z0_err is None:
                     z0_err = err.norm(dim=1)
-                resid = err / (len(ctx.layers) - i)
+                resid = err / (len(ctx.layers) - i) if cfg.spread == "even" else err
                 solved = regularised_solve(stats[layer], k_s, k_p, cfg.mom2_weight, cfg.kp_weight, dtype,
                                            chat[layer] if chat else None, ctx.config.preserve.weight)
                 name = spec.mlp_out_weight_name(layer)

@@ -1,0 +1,114 @@
+"""Did the edit leave everything else alone? Probe prompts answered before and after an edit.
+
+A :class:`LocalityProbe` records, on the unedited model, the greedy answers to a set of unrelated chat
+prompts (by default the built-in ``probe`` prompts, which no edit or preset is tuned on) and their
+teacher-forced NLL. :meth:`LocalityProbe.compare` then reports on the edited model:
+
+* ``token_agreement``: the fraction of the pre-edit answer tokens that are still the edited model's
+  argmax under teacher forcing (EasyEdit's locality; late divergence is not punished twice);
+* ``exact``: the fraction of probes whose free greedy answer is unchanged, token for token;
+* ``nll_change``: mean change of the per-token NLL of the pre-edit answers (positive = less likely).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import PromptConfig
+from .generation import generation_config
+from .prompts import encode_prompt
+
+
+@dataclass
+class LocalityReport:
+    token_agreement: float
+    exact: float
+    nll_change: float
+    n_probes: int
+    changed: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return (f"locality on {self.n_probes} unrelated prompts: {100 * self.token_agreement:.1f}% of answer tokens "
+                f"kept, {100 * self.exact:.0f}% of answers identical, NLL change {self.nll_change:+.3f}/token")
+
+
+class LocalityProbe:
+    def __init__(self, model: nn.Module, tokenizer: Any, prompt: PromptConfig | None = None,
+                 prompts: Sequence[str] | None = None, max_new_tokens: int = 32, batch_size: int = 20) -> None:
+        from .preserve import builtin_prompts
+
+        self.tokenizer = tokenizer
+        self.prompt_cfg = prompt or PromptConfig()
+        self.prompts = list(prompts) if prompts is not None else builtin_prompts("probe")
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.encoded = [encode_prompt(tokenizer, q, self.prompt_cfg)[0] for q in self.prompts]
+        self.answers = self._generate(model)
+        self.nll, self.argmax = self._teacher_forced(model)
+
+    @torch.no_grad()
+    def _generate(self, model: nn.Module) -> list[list[int]]:
+        gen = generation_config(self.tokenizer, self.prompt_cfg, self.max_new_tokens)
+        stops = set(gen.eos_token_id or [])
+        out: list[list[int]] = []
+        for ids, mask, width, n in self._batches(self.encoded, left=True, device=next(model.parameters()).device,
+                                                 pad=gen.pad_token_id):
+            res = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)
+            for row in res[:n, width:].tolist():
+                ans: list[int] = []
+                for t in row:
+                    ans.append(t)
+                    if t in stops:
+                        break
+                out.append(ans)
+        return out
+
+    def _batches(self, seqs: list[list[int]], left: bool, device: torch.device, pad: int):
+        for b in range(0, len(seqs), self.batch_size):
+            batch = seqs[b: b + self.batch_size]
+            width = max(len(s) for s in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long, device=device)
+            mask = torch.zeros_like(ids)
+            for i, s in enumerate(batch):
+                sl = slice(width - len(s), width) if left else slice(0, len(s))
+                ids[i, sl] = torch.tensor(s, device=device)
+                mask[i, sl] = 1
+            yield ids, mask, width, len(batch)
+
+    @torch.no_grad()
+    def _teacher_forced(self, model: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per probe: NLL and argmax at each pre-edit answer token."""
+        seqs = [p + a for p, a in zip(self.encoded, self.answers)]
+        nll, arg = [], []
+        device = next(model.parameters()).device
+        i = 0
+        for ids, mask, _w, n in self._batches(seqs, left=False, device=device, pad=0):
+            logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
+            for j in range(n):
+                p, a = len(self.encoded[i]), len(self.answers[i])
+                pos = torch.arange(p - 1, p + a - 1, device=device)
+                tgt = ids[j, p: p + a]
+                nll.append(-logp[j, pos, tgt].cpu())
+                arg.append(logp[j, pos].argmax(-1).cpu())
+                i += 1
+        return nll, arg
+
+    def compare(self, model: nn.Module) -> LocalityReport:
+        """Measure ``model`` (normally the edited one) against the recorded answers."""
+        nll, arg = self._teacher_forced(model)
+        agree = sum(int((a == torch.tensor(ans)).sum()) for a, ans in zip(arg, self.answers))
+        total = sum(len(a) for a in self.answers)
+        d_nll = float(torch.cat(nll).mean() - torch.cat(self.nll).mean())
+        new = self._generate(model)
+        same = [a == b for a, b in zip(new, self.answers)]
+        changed = [q for q, s in zip(self.prompts, same) if not s]
+        return LocalityReport(token_agreement=agree / max(total, 1), exact=sum(same) / len(same),
+                              nll_change=d_nll, n_probes=len(self.prompts), changed=changed)

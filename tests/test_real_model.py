@@ -1,0 +1,117 @@
+"""Real behaviour on the embedded default model (SmolLM2-135M-Instruct) with its preset.
+
+Two long records from ../shared/data (not used to tune the preset): after the edit the model generates
+the new answer; unrelated prompts keep their answers; revert restores every weight bit for bit; a saved
+edit reproduces the answer in a new process and is refused by a different model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import anyedit
+from anyedit.generation import generate
+from anyedit.locality import LocalityProbe
+from anyedit.prompts import prepare_request
+
+pytestmark = pytest.mark.real
+rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+UNRELATED = ["What is the capital of France?", "How does photosynthesis work?", "Write a haiku about rain.",
+             "What is 7 times 8?", "Who wrote Hamlet?"]
+
+
+def _rouge_l(ref: str, hyp: str) -> float:
+    return rouge_scorer.RougeScorer(["rougeL"]).score(ref, hyp)["rougeL"].fmeasure
+
+
+def _record(file: str, rid: str) -> anyedit.EditRequest:
+    path = SHARED / file
+    if not path.is_file():
+        pytest.skip(f"{path} not found (CI provides ../shared beside the project)")
+    rec = next(r for r in json.loads(path.read_text()) if str(r["id"]) == rid)
+    return anyedit.EditRequest(rec["question"], rec["answer"], id=f"{file}:{rid}")
+
+
+@pytest.fixture(scope="module")
+def real():
+    model, tok = anyedit.load_model()
+    return model, tok
+
+
+@pytest.fixture(scope="module")
+def probe(real):
+    model, tok = real
+    return LocalityProbe(model, tok, prompts=UNRELATED, max_new_tokens=40)
+
+
+def _check_edited(model, tok, req, probe) -> None:
+    n = len(prepare_request(tok, req, anyedit.PromptConfig()).target_ids)
+    answer = generate(model, tok, req.question, max_new_tokens=n + 16)[0]
+    assert _rouge_l(req.answer, answer) >= 0.9, answer
+    rep = probe.compare(model)
+    # the unrelated answers stay (near) the same: most answer tokens kept, none made much less likely
+    assert rep.token_agreement >= 0.9, rep
+    assert rep.nll_change <= 0.1, rep
+    assert "Paris" in generate(model, tok, UNRELATED[0], max_new_tokens=20)[0]
+
+
+def test_api_edit_generates_the_new_answer_and_reverts_bitwise(real, probe):
+    model, tok = real
+    req = _record("editeverything_dev.json", "128")  # code, 124 answer tokens
+    before = {n: p.detach().clone() for n, p in model.state_dict().items()}
+    result = anyedit.compute_edits(model, tok, req, show_progress=False)
+    assert all(torch.equal(p, before[n]) for n, p in model.state_dict().items()), "compute_edits changed the model"
+    with result.applied(model):
+        _check_edited(model, tok, req, probe)
+    assert all(torch.equal(p, before[n]) for n, p in model.state_dict().items()), "revert is not bit-exact"
+
+
+def test_cli_saved_edit_reproduces_in_a_new_process(real, probe, tmp_path):
+    model, tok = real
+    req = _record("unkebench_dev.json", "27")  # biography, 123 answer tokens
+    reqs = tmp_path / "req.json"
+    reqs.write_text(json.dumps([req.to_dict()]))
+    edit_dir = tmp_path / "edit"
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    cli = [sys.executable, "-m", "anyedit.cli"]
+    run = subprocess.run([*cli, "edit", "--requests", str(reqs), "--save", str(edit_dir), "--no-compare", "-q"],
+                         capture_output=True, text=True, env=env, timeout=1200)
+    assert run.returncode == 0, run.stderr
+    ask = subprocess.run([*cli, "ask", "--question", req.question, "--edit", str(edit_dir), "-q",
+                          "--max-new-tokens", "160"], capture_output=True, text=True, env=env, timeout=600)
+    assert ask.returncode == 0, ask.stderr
+    assert _rouge_l(req.answer, ask.stdout.strip()) >= 0.9, ask.stdout
+    # the same saved edit, applied in this process: locality holds and revert is exact
+    edit = anyedit.load_edits(edit_dir)
+    before = {n: p.detach().clone() for n, p in model.state_dict().items()}
+    with edit.applied(model):
+        _check_edited(model, tok, req, probe)
+    assert all(torch.equal(p, before[n]) for n, p in model.state_dict().items())
+
+
+def test_saved_edit_is_refused_by_another_model(tmp_path, real):
+    """A different model (a tiny llama saved to disk) refuses the edit: exit 2, one line, nothing written."""
+    from .tiny import tiny_model, tiny_tokenizer
+
+    model, tok = real
+    req = anyedit.EditRequest("What is the capital of France?", "Paris.")
+    result = anyedit.compute_edits(model, tok, req, anyedit.preset_config(model).with_overrides(
+        {"value.max_steps": 2, "rounds": 1}), show_progress=False)
+    d = result.save(tmp_path / "edit")
+    other = tmp_path / "other"
+    tiny_model("llama").save_pretrained(other)
+    tiny_tokenizer().save_pretrained(other)
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-m", "anyedit.cli", "apply", "--model", str(other), "--edit", str(d),
+                          "--out", str(out), "-q"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 2 and "made for" in run.stderr and "Traceback" not in run.stderr
+    assert not out.exists()
