@@ -217,18 +217,16 @@ class StatsConfig(_Config):
 
 @dataclass(frozen=True)
 class PreserveConfig(_Config):
-    """Keep generic chat conversations unchanged (see preserve.py).
+    """The generic chat conversations an edit is told to keep (see preserve.py).
 
-    The closed-form updates add ``weight * E_chat[k k^T]`` to their regulariser, where the keys come from
     ``n_prompts`` conversations: each prompt from ``prompts`` (``"builtin"`` or a file of questions) in
-    the chat template followed by the model's own greedy answer of up to ``answer_tokens`` tokens.
-    ``weight=0`` turns it off (the paper's behaviour).
+    the chat template, followed by the model's own greedy answer of up to ``answer_tokens`` tokens.
+    How strongly they are kept is a backend setting (``preserve_weight``).
     """
 
     prompts: str = "builtin"
     n_prompts: int = 1000
     answer_tokens: int = 48
-    weight: float = 0.0
 
     def __post_init__(self) -> None:
         c = type(self)
@@ -236,7 +234,6 @@ class PreserveConfig(_Config):
             _fail(c, "prompts", self.prompts, "must be 'builtin' or a file path")
         _check_pos_int(c, "n_prompts", self.n_prompts)
         _check_pos_int(c, "answer_tokens", self.answer_tokens)
-        _check_pos_float(c, "weight", self.weight, allow_zero=True)
 
 
 # ---------------------------------------------------------------- backend configs

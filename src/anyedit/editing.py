@@ -87,14 +87,25 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
         stats_time[0] += time.perf_counter() - t
         return out
 
-    def chat_stats(ls: Sequence[int]) -> dict | None:
-        if config.preserve.weight <= 0:
-            return None
+    sources: dict[str, Any] = {}
+
+    def chat() -> Any:
+        if "chat" not in sources:
+            sources["chat"] = chat_source(model, tokenizer, config.preserve, config.prompt, stats_cache.cache_dir,
+                                          config.stats.dtype)
+        return sources["chat"]
+
+    def chat_stats(ls: Sequence[int]) -> dict:
         t = time.perf_counter()
-        src = chat_source(model, tokenizer, config.preserve, config.prompt, stats_cache.cache_dir, config.stats.dtype)
-        out = stats_cache.get_source(model, spec, ls, src)
+        out = stats_cache.get_source(model, spec, ls, chat())
         stats_time[0] += time.perf_counter() - t
         return out
+
+    def preserve_rows() -> list[list[int]]:
+        t = time.perf_counter()
+        rows = list(chat().rows())
+        stats_time[0] += time.perf_counter() - t
+        return rows
 
     deltas: dict[str, Delta] = {}
     diagnostics: dict[str, Any] = {"rounds": []}
@@ -120,7 +131,7 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
             first_values = first_values or values
             ctx = EditContext(model=model, tokenizer=tokenizer, spec=spec, config=config, layers=layers,
                               value_layer=z, prepared=prepared, chunks=chunks, values=values, stats=stats,
-                              chat_stats=chat_stats, show_progress=show_progress)
+                              chat_stats=chat_stats, preserve_rows=preserve_rows, show_progress=show_progress)
             t0, s0 = time.perf_counter(), stats_time[0]
             out = backend.compute(ctx)
             timings["update_s"] += time.perf_counter() - t0 - (stats_time[0] - s0)

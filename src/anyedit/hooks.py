@@ -146,6 +146,29 @@ def replaced_modules(model: nn.Module, replacements: dict[str, nn.Module]) -> It
 
 
 @contextlib.contextmanager
+def replayed_layers(layers: nn.ModuleList, upto: int, h: torch.Tensor) -> Iterator[None]:
+    """Make ``layers[0..upto]`` skip their computation: those below ``upto`` pass their input through and
+    ``layers[upto]`` returns the stored output ``h``. The model's own forward still builds the masks and
+    position embeddings for the layers above; the layers keep their attributes (attention type, index)."""
+    saved: list[nn.Module] = []
+
+    def passthrough(*args: Any, **kwargs: Any) -> Any:
+        return args[0] if args else kwargs["hidden_states"]
+
+    def replay(*args: Any, **kwargs: Any) -> Any:
+        return h
+
+    try:
+        for i in range(upto + 1):
+            layers[i].forward = replay if i == upto else passthrough  # instance attribute shadows the method
+            saved.append(layers[i])
+        yield
+    finally:
+        for m in saved:
+            del m.forward
+
+
+@contextlib.contextmanager
 def frozen(model: nn.Module) -> Iterator[None]:
     """Turn off ``requires_grad`` on every parameter for the block; restores the previous flags."""
     flags = [(p, p.requires_grad) for p in model.parameters()]

@@ -31,7 +31,7 @@ from torch import nn
 
 from .arch import ArchSpec
 from .config import ValueConfig
-from .hooks import add_to_output, capture, frozen, hidden_of, stop_after, with_hidden
+from .hooks import add_to_output, capture, frozen, replayed_layers, stop_after
 from .types import Chunk
 
 log = logging.getLogger(__name__)
@@ -87,30 +87,6 @@ def _forward_kwargs(model: nn.Module) -> dict[str, str]:
 def _output_cache(out: Any) -> Any:
     c = getattr(out, "cache", None)
     return c if c is not None else getattr(out, "past_key_values", None)
-
-
-@contextlib.contextmanager
-def _replayed_lower_layers(model: nn.Module, spec: ArchSpec, layer: int, h: torch.Tensor) -> Iterator[None]:
-    """Make layers ``0..layer`` skip their computation: layers below pass their input through and
-    ``layer`` returns the stored output ``h``. Attributes of the layers (attention type, index) stay."""
-    layers = model.get_submodule(spec.layers)
-    saved: list[nn.Module] = []
-
-    def passthrough(*args: Any, **kwargs: Any) -> Any:
-        return args[0] if args else kwargs["hidden_states"]
-
-    def replay(*args: Any, **kwargs: Any) -> Any:
-        x = args[0] if args else kwargs["hidden_states"]
-        return with_hidden(x, h) if isinstance(x, torch.Tensor) else (h,)
-
-    try:
-        for i in range(layer + 1):
-            layers[i].forward = replay if i == layer else passthrough  # instance attribute shadows the method
-            saved.append(layers[i])
-        yield
-    finally:
-        for m in saved:
-            del m.forward
 
 
 def _nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -244,7 +220,8 @@ def _cached_step(model: nn.Module, seq: torch.Tensor, layer_path: str, layer: in
     keep = {names["keep"]: chunk.size} if names["keep"] else {}
 
     def step(delta: torch.Tensor) -> torch.Tensor:
-        with _replayed_lower_layers(model, spec, layer, h_tail), add_to_output(module, [0] * len(cols), cols, delta):
+        with replayed_layers(model.get_submodule(spec.layers), layer, h_tail), \
+                add_to_output(module, [0] * len(cols), cols, delta):
             logits = model(input_ids=tail, use_cache=True, **cache_kw(), **keep).logits
         return logits[0, -chunk.size:]
 

@@ -19,8 +19,9 @@ from ..values import ValueTargets
 
 @dataclass
 class EditContext:
-    """Everything a backend may use. ``stats(layers)`` computes or loads the text covariance statistics
-    lazily; ``chat_stats(layers)`` the chat-conversation statistics to preserve (None when switched off)."""
+    """Everything a backend may use, computed lazily on first call: ``stats(layers)`` the text covariance
+    statistics, ``chat_stats(layers)`` the same over the preservation conversations, ``preserve_rows()`` the
+    token ids of those conversations (prompt + the model's own answer)."""
 
     model: nn.Module
     tokenizer: Any
@@ -32,7 +33,8 @@ class EditContext:
     chunks: list[list[Chunk]]
     values: list[ValueTargets]
     stats: Callable[[Sequence[int]], dict[int, torch.Tensor]]
-    chat_stats: Callable[[Sequence[int]], dict[int, torch.Tensor] | None] = lambda _layers: None
+    chat_stats: Callable[[Sequence[int]], dict[int, torch.Tensor]] | None = None
+    preserve_rows: Callable[[], list[list[int]]] | None = None
     show_progress: bool = True
 
     @property

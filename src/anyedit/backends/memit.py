@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 class MemitConfig(BackendConfig):
     """``mom2_weight`` is lambda; ``kp_weight`` weights the same-text preservation term (0 = off).
 
+    ``preserve_weight`` adds ``preserve_weight * E_chat[k k^T]`` over generic chat conversations
+    (``EditConfig.preserve``) to the regulariser; 0 is the paper's update.
     ``spread``: MEMIT's ``"even"`` split asks layer i (of n) for ``1/(n - i)`` of the remaining change;
     ``"greedy"`` asks every layer for all of it (later layers then correct what earlier ones could not
     realise, so a regulariser that lets each layer realise only part of its target still gets close).
@@ -35,6 +37,7 @@ class MemitConfig(BackendConfig):
     method: ClassVar[str] = "memit"
     mom2_weight: float = 15000.0
     kp_weight: float = 1.0
+    preserve_weight: float = 0.0
     spread: Literal["even", "greedy"] = "even"
     solve_dtype: Literal["float32", "float64"] = "float64"
 
@@ -42,6 +45,7 @@ class MemitConfig(BackendConfig):
         c = type(self)
         _check_pos_float(c, "mom2_weight", self.mom2_weight, allow_zero=True)
         _check_pos_float(c, "kp_weight", self.kp_weight, allow_zero=True)
+        _check_pos_float(c, "preserve_weight", self.preserve_weight, allow_zero=True)
         _check_choice(c, "spread", self.spread, ("even", "greedy"))
         _check_choice(c, "solve_dtype", self.solve_dtype, ("float32", "float64"))
 
@@ -58,7 +62,7 @@ class MemitBackend:
         z_star, anchors = targets_and_anchors(ctx)
         seqs = [p.ids for p in ctx.prepared]
         stats = ctx.stats(ctx.layers)
-        chat = ctx.chat_stats(ctx.layers)
+        chat = ctx.chat_stats(ctx.layers) if cfg.preserve_weight > 0 else None
         dtype = getattr(torch, cfg.solve_dtype)
         deltas, backup, per_layer = {}, {}, []
         z0_err = None
@@ -72,7 +76,7 @@ class MemitBackend:
                     z0_err = err.norm(dim=1)
                 resid = err / (len(ctx.layers) - i) if cfg.spread == "even" else err
                 solved = regularised_solve(stats[layer], k_s, k_p, cfg.mom2_weight, cfg.kp_weight, dtype,
-                                           chat[layer] if chat else None, ctx.config.preserve.weight)
+                                           chat[layer] if chat else None, cfg.preserve_weight)
                 name = spec.mlp_out_weight_name(layer)
                 delta = mlp_out_delta(spec, resid, solved)
                 realised = (k_s.to(solved.dtype) @ solved) @ resid.to(solved.dtype)  # dW k_s, per edited key

@@ -1,0 +1,176 @@
+"""UnKE / AnyEdit*: train every parameter of one decoder layer (paper Eq. 21, reference §5.7).
+
+The layer is trained so that its output at the edited positions becomes the searched targets, while its
+output at every other position of the edit texts and of the preservation conversations (generic chat
+prompts with the model's own answers, ``EditConfig.preserve``) stays as it was. Padding is masked out.
+
+The layer is always called through the model's own forward: the layers below it replay their stored
+output (``hooks.replayed_layers``) and the pass stops right after it, so rotary embeddings, attention
+masks and sliding windows come from the model itself, for any architecture.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..config import BackendConfig, _check_pos_float, _check_pos_int
+from ..deltas import Delta
+from ..errors import ConfigError
+from ..hooks import capture, replayed_layers, stop_after
+from .base import BackendOutput, EditContext, register_backend
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UnkeConfig(BackendConfig):
+    """AdamW on all parameters of the edited layer.
+
+    Loss = ``edit_weight * MSE(anchors -> targets) + keep_weight * MSE(other edit positions -> unchanged)
+    + preserve_weight * MSE(preservation conversations -> unchanged)``, each a mean over its own positions.
+    ``preserve_batch`` conversations are sampled per step (seeded). Stops early when the anchor error is
+    below ``tol`` times its starting value.
+    """
+
+    method: ClassVar[str] = "unke"
+    lr: float = 1e-3
+    steps: int = 100
+    weight_decay: float = 0.01
+    edit_weight: float = 1.0
+    keep_weight: float = 1.0
+    preserve_weight: float = 1.0
+    preserve_batch: int = 16
+    tol: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        c = type(self)
+        _check_pos_float(c, "lr", self.lr)
+        _check_pos_int(c, "steps", self.steps)
+        for name in ("weight_decay", "edit_weight", "keep_weight", "preserve_weight", "tol"):
+            _check_pos_float(c, name, getattr(self, name), allow_zero=True)
+        _check_pos_int(c, "preserve_batch", self.preserve_batch)
+        _check_pos_int(c, "seed", self.seed, minimum=0)
+
+
+def _pad(rows: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, device=device)
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
+class _LayerIO:
+    """Inputs and outputs of one decoder layer over a padded batch, and a differentiable re-run."""
+
+    def __init__(self, model: nn.Module, ctx: EditContext, layer: int, rows: list[list[int]]) -> None:
+        self.model, self.layer = model, layer
+        self.layers = model.get_submodule(ctx.spec.layers)
+        self.path = ctx.spec.layer_path(layer)
+        self.ids, self.mask = _pad(rows, next(model.parameters()).device)
+        with torch.no_grad(), capture(model, inputs=[self.path], outputs=[self.path]) as rec, \
+                stop_after(self.layers[layer]):
+            model(input_ids=self.ids, attention_mask=self.mask, use_cache=False)
+        self.inputs, self.outputs = rec.inputs[self.path], rec.outputs[self.path]
+
+    def run(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """The layer's output (with its current parameters) on all rows, or on the selected ``rows``."""
+        ids, mask, inp = self.ids, self.mask, self.inputs
+        if rows is not None:
+            ids, mask, inp = ids[rows], mask[rows], inp[rows]
+        with capture(self.model, outputs=[self.path], detach=False) as rec, stop_after(self.layers[self.layer]):
+            if self.layer > 0:
+                with replayed_layers(self.layers, self.layer - 1, inp):
+                    self.model(input_ids=ids, attention_mask=mask, use_cache=False)
+            else:
+                self.model(input_ids=ids, attention_mask=mask, use_cache=False)
+        return rec.outputs[self.path]
+
+
+def _mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.to(a.dtype)
+    return (((a.float() - b.float()) ** 2).mean(-1) * m).sum() / m.sum().clamp_min(1)
+
+
+class UnkeBackend:
+    def compute(self, ctx: EditContext) -> BackendOutput:
+        cfg: UnkeConfig = ctx.backend_config
+        if len(ctx.layers) != 1:
+            raise ConfigError(f"unke trains exactly one layer; got layers={list(ctx.layers)}")
+        layer = ctx.layers[0]
+        if ctx.value_layer != layer:
+            raise ConfigError(f"unke needs value.layer equal to the edited layer ({layer}), got {ctx.value_layer}")
+        model = ctx.model
+        module = model.get_submodule(ctx.spec.layer_path(layer))
+        edit = _LayerIO(model, ctx, layer, [p.ids for p in ctx.prepared])
+        target = edit.outputs.clone().float()
+        anchor_mask = torch.zeros_like(edit.mask, dtype=torch.bool)
+        for b, v in enumerate(ctx.values):
+            pos = torch.tensor(v.positions, device=target.device)
+            target[b, pos] = v.targets.to(target.device)
+            anchor_mask[b, pos] = True
+        keep_mask = edit.mask.bool() & ~anchor_mask
+        pres = None
+        if cfg.preserve_weight > 0 and ctx.preserve_rows is not None:
+            pres = _LayerIO(model, ctx, layer, ctx.preserve_rows())
+
+        params = dict(module.named_parameters())
+        original = {n: p.detach().clone() for n, p in params.items()}
+        flags = {n: p.requires_grad for n, p in model.named_parameters()}
+        decay = [p for n, p in params.items() if p.ndim >= 2]
+        no_decay = [p for n, p in params.items() if p.ndim < 2]
+        rng = random.Random(cfg.seed)
+        history: list[float] = []
+        was_training = model.training
+        model.eval()
+        try:
+            for p in model.parameters():
+                p.requires_grad_(False)
+            for p in params.values():
+                p.requires_grad_(True)
+            opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                     {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+            start_err = None
+            for step in range(cfg.steps):
+                out = edit.run()
+                l_edit = _mse(out, target, anchor_mask)
+                l_keep = _mse(out, edit.outputs, keep_mask)
+                loss = cfg.edit_weight * l_edit + cfg.keep_weight * l_keep
+                if pres is not None:
+                    rows = rng.sample(range(pres.ids.shape[0]), min(cfg.preserve_batch, pres.ids.shape[0]))
+                    sel = torch.tensor(rows, device=pres.ids.device)
+                    loss = loss + cfg.preserve_weight * _mse(pres.run(sel), pres.outputs[sel], pres.mask[sel].bool())
+                start_err = start_err if start_err is not None else l_edit.item()
+                history.append(l_edit.item())
+                if cfg.tol > 0 and l_edit.item() < cfg.tol * start_err:
+                    break
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            with torch.no_grad():
+                deltas = {f"{ctx.spec.layer_path(layer)}.{n}": Delta(dense=(p.detach() - original[n]).float())
+                          for n, p in params.items()}
+                final = _mse(edit.run(), target, anchor_mask).item()
+        finally:
+            with torch.no_grad():
+                for n, p in params.items():
+                    p.copy_(original[n])
+            for n, p in model.named_parameters():
+                p.requires_grad_(flags[n])
+            model.train(was_training)
+        realised = 1 - (final / history[0]) ** 0.5 if history and history[0] > 0 else 1.0
+        log.info("unke: anchor error %.4f -> %.4f in %d steps (%.0f%% of the change realised)",
+                 history[0] if history else 0, final, len(history), 100 * realised)
+        return BackendOutput(deltas, {"anchor_mse": history, "anchor_mse_final": final, "realised_fraction": realised})
+
+
+register_backend("unke", UnkeBackend, UnkeConfig)
