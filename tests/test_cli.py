@@ -36,9 +36,9 @@ def model_dirs(tmp_path_factory):
 
 
 def _fast(model_dirs, tmp_path):
-    return ["--cache-dir", str(tmp_path / "cache"), "--layers", "1-2", "--chunking", "window:6",
+    return ["--cache-dir", str(tmp_path / "cache"), "--method", "memit", "--layers", "1-2", "--chunking", "window:6",
             "--corpus", str(model_dirs["corpus"]), "--set", "stats.n_tokens=300", "--set", "stats.max_len=32",
-            "--set", "value.max_steps=3", "-q"]
+            "--set", "value.max_steps=3", "--no-locality", "-q"]
 
 
 def _bad(capsys, argv, expect):

@@ -51,3 +51,19 @@ def test_unknown_keys_are_dropped_with_a_warning():
 def test_backend_must_match_method():
     with pytest.raises(ConfigError, match="MemitConfig"):
         EditConfig(method="memit", backend=ChunkingConfig())  # type: ignore[arg-type]
+
+
+def test_presets_pick_a_method_and_valid_layers():
+    from anyedit.presets import load_presets, preset_config
+
+    from .tiny import tiny_model
+
+    model = tiny_model("llama")
+    for method in (None, "memit", "unke"):
+        cfg = preset_config(model, method)
+        assert cfg.layers and max(cfg.layers) < 4
+        if cfg.method == "unke":
+            assert len(cfg.layers) == 1
+    for entry in load_presets():  # every preset entry is a valid config and says how it was chosen
+        EditConfig.from_dict({"method": entry.get("method", "memit"), **entry["config"]})
+        assert entry["measured_by"] and entry["name"]

@@ -187,6 +187,11 @@ def cmd_edit(args: argparse.Namespace, requests: list[Any] | None = None) -> int
     lengths = [len(p.target_ids) + 16 for p in prepared]
     before = [] if args.no_compare else [generate(model, tok, q, cfg.prompt, max_new_tokens=n)[0]
                                          for q, n in zip(questions, lengths)]
+    probe = None
+    if not args.no_locality:
+        from .locality import LocalityProbe
+
+        probe = LocalityProbe(model, tok, cfg.prompt)
     result = compute_edits(model, tok, requests, cfg, cache_dir=args.cache_dir, show_progress=not args.quiet)
     result.apply(model, verify=False)
     after = [generate(model, tok, q, cfg.prompt, max_new_tokens=n)[0] for q, n in zip(questions, lengths)]
@@ -210,6 +215,10 @@ def cmd_edit(args: argparse.Namespace, requests: list[Any] | None = None) -> int
     if realised is not None:
         summary += f"; realised {100 * realised:.0f}% of the target change"
     print(summary)
+    if probe is not None:
+        rep = probe.compare(model)
+        result.diagnostics["locality"] = rep.to_dict()
+        print(rep.summary())
     if args.save:
         result.save(args.save)
         print(f"saved the edit to {args.save} (apply it with: anyedit ask --edit {args.save} --question ...)")
@@ -332,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--save", help="directory for the edit (deltas.safetensors + edit.json)")
     e.add_argument("--save-model", help="also write the whole edited model here (save_pretrained)")
     e.add_argument("--no-compare", action="store_true", help="skip generating the answer before the edit")
+    e.add_argument("--no-locality", action="store_true", help="skip the locality check on the built-in probe "
+                   "prompts (40 unrelated questions answered before and after)")
     e.add_argument("--overwrite", action="store_true", help="allow writing into non-empty directories")
     e.set_defaults(func=cmd_edit)
 
@@ -342,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     method_opts(d)
     d.add_argument("--save", help="directory for the edit")
     d.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --save directory")
-    d.set_defaults(func=cmd_demo, save_model=None, no_compare=False)
+    d.set_defaults(func=cmd_demo, save_model=None, no_compare=False, no_locality=False)
 
     a = sub.add_parser("ask", help="answer a question (greedy), optionally with a saved edit applied",
                        description="Print the model's greedy answer (only the answer, on stdout).")

@@ -164,8 +164,9 @@ class ValueConfig(_Config):
 
     Defaults are the reference code's. The vector is added to the output of decoder layer
     ``layer`` (default: the last edited layer). Loss = mean NLL of the chunk +
-    ``weight_decay * |delta| / |h|^2``; stop when the loss is below ``stop_loss`` or after ``max_steps``
-    Adam steps; after each step ``|delta|`` is clamped to ``clamp_norm * |h|``.
+    ``weight_decay * |delta| / |h|^2``; stop when the loss is below ``stop_loss`` (and, if set, every
+    token's NLL is below ``stop_token_nll``: a low mean can hide one token that greedy decoding gets wrong)
+    or after ``max_steps`` Adam steps; after each step ``|delta|`` is clamped to ``clamp_norm * |h|``.
     ``cache_prefix`` reuses the states that the vector cannot change (exact; see values.py).
     """
 
@@ -175,6 +176,7 @@ class ValueConfig(_Config):
     weight_decay: float = 1e-3
     clamp_norm: float = 4.0
     stop_loss: float = 1e-2
+    stop_token_nll: float | None = None
     cache_prefix: bool = True
 
     def __post_init__(self) -> None:
@@ -186,6 +188,8 @@ class ValueConfig(_Config):
         _check_pos_float(c, "weight_decay", self.weight_decay, allow_zero=True)
         _check_pos_float(c, "clamp_norm", self.clamp_norm)
         _check_pos_float(c, "stop_loss", self.stop_loss, allow_zero=True)
+        if self.stop_token_nll is not None:
+            _check_pos_float(c, "stop_token_nll", self.stop_token_nll)
         if not isinstance(self.cache_prefix, bool):
             _fail(c, "cache_prefix", self.cache_prefix, "must be true or false")
 
@@ -241,9 +245,10 @@ class PreserveConfig(_Config):
 
 @dataclass(frozen=True)
 class BackendConfig(_Config):
-    """Base class of method-specific settings."""
+    """Base class of method-specific settings. ``single_layer`` methods edit exactly one layer."""
 
     method: ClassVar[str] = ""
+    single_layer: ClassVar[bool] = False
 
 
 _BACKEND_CONFIGS: dict[str, type[BackendConfig]] = {}

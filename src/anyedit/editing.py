@@ -125,7 +125,7 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
                           for p, c in zip(prepared, chunks)]
             timings["value_search_s"] += time.perf_counter() - t0
             nll_now = [r.nll_before for v in values for r in v.reports]
-            if rnd and max(nll_now) < config.value.stop_loss:
+            if rnd and all(r.steps == 0 for v in values for r in v.reports):
                 log.info("round %d: every chunk is already reproduced; stopping", rnd + 1)
                 break
             first_values = first_values or values

@@ -52,7 +52,10 @@ def preset_config(model: nn.Module, method: str | None = None) -> EditConfig:
     else:
         cfg = EditConfig.from_dict({"method": entry.get("method", "memit"), **entry.get("config", {})})
     if cfg.layers is None or any(i >= n for i in cfg.layers):
-        cfg = EditConfig.from_dict({**cfg.to_dict(), "layers": list(default_layers(n))})
+        layers = list(default_layers(n))
+        if cfg.backend is not None and cfg.backend.single_layer:
+            layers = layers[-1:]
+        cfg = EditConfig.from_dict({**cfg.to_dict(), "layers": layers})
     return cfg
 
 

@@ -47,6 +47,8 @@ class ChunkReport:
     steps: int
     nll_before: float
     nll_after: float
+    worst_before: float  # largest token NLL in the chunk
+    worst_after: float
     delta_norm: float
     h_norm: float
     seconds: float
@@ -87,10 +89,6 @@ def _forward_kwargs(model: nn.Module) -> dict[str, str]:
 def _output_cache(out: Any) -> Any:
     c = getattr(out, "cache", None)
     return c if c is not None else getattr(out, "past_key_values", None)
-
-
-def _nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return nn.functional.cross_entropy(logits.float(), labels)
 
 
 def search_values(model: nn.Module, spec: ArchSpec, ids: Sequence[int], prompt_len: int,
@@ -139,21 +137,25 @@ def search_values(model: nn.Module, spec: ArchSpec, ids: Sequence[int], prompt_l
 
 def _optimise(step_fn: Any, h: torch.Tensor, labels: torch.Tensor, cfg: ValueConfig,
               weights: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """Adam on ``delta [n_anchors, hidden]``; loss = NLL + sum_i w_i wd |delta_i| / |h_i|^2; per-row clamp."""
+    """Adam on ``delta [n_anchors, hidden]``; loss = NLL + sum_i w_i wd |delta_i| / |h_i|^2; per-row clamp.
+
+    Stops when the loss is below ``stop_loss`` and (if set) every token's NLL is below ``stop_token_nll``.
+    """
     delta = torch.zeros_like(h, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=cfg.lr)
     h_norm = h.norm(dim=1)
     max_norm = cfg.clamp_norm * h_norm
-    nll_before = nll = float("nan")
+    first: tuple[float, float] | None = None
     steps = 0
     for it in range(cfg.max_steps + 1):
         logits = step_fn(delta)
-        nll_t = _nll(logits, labels)
+        tok_nll = nn.functional.cross_entropy(logits.float(), labels, reduction="none")
+        nll_t = tok_nll.mean()
         loss = nll_t + cfg.weight_decay * (weights * delta.norm(dim=1) / h_norm**2).sum()
-        nll = nll_t.item()
-        if it == 0:
-            nll_before = nll
-        if loss.item() < cfg.stop_loss or it == cfg.max_steps:
+        nll, worst = nll_t.item(), tok_nll.max().item()
+        first = first or (nll, worst)
+        done = loss.item() < cfg.stop_loss and (cfg.stop_token_nll is None or worst < cfg.stop_token_nll)
+        if done or it == cfg.max_steps:
             break
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -163,8 +165,8 @@ def _optimise(step_fn: Any, h: torch.Tensor, labels: torch.Tensor, cfg: ValueCon
             scale = (max_norm / delta.norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)
             delta.mul_(scale[:, None])
     d = delta.detach()
-    return d, dict(steps=steps, nll_before=nll_before, nll_after=nll, delta_norm=d.norm().item(),
-                   h_norm=h_norm.norm().item())
+    return d, dict(steps=steps, nll_before=first[0], nll_after=nll, worst_before=first[1], worst_after=worst,
+                   delta_norm=d.norm().item(), h_norm=h_norm.norm().item())
 
 
 def _layer_outputs(model: nn.Module, layer_path: str, input_ids: torch.Tensor, **kwargs: Any) -> torch.Tensor:
