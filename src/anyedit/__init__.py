@@ -17,12 +17,14 @@ from .presets import preset_config  # noqa: E402
 from .result import EditResult, load_edits  # noqa: E402
 from .stats import CovarianceCache  # noqa: E402
 from .generation import generate  # noqa: E402
+from .history import EditHistory  # noqa: E402
 from .types import EditRequest  # noqa: E402
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "AnyEditError", "ArchSpec", "ChunkingConfig", "CovarianceCache", "EditConfig", "EditRequest", "EditResult",
+    "EditHistory",
     "PromptConfig", "StatsConfig", "ValueConfig", "__version__", "compute_edits", "edit", "generate", "get_spec",
     "load_edits", "load_model", "preset_config", "register_arch", "register_backend",
 ]

@@ -245,10 +245,12 @@ class PreserveConfig(_Config):
 
 @dataclass(frozen=True)
 class BackendConfig(_Config):
-    """Base class of method-specific settings. ``single_layer`` methods edit exactly one layer."""
+    """Base class of method-specific settings. ``single_layer`` methods edit exactly one layer;
+    ``uses_values = False`` methods (FT) train on the answer directly, with no value search or chunking."""
 
     method: ClassVar[str] = ""
     single_layer: ClassVar[bool] = False
+    uses_values: ClassVar[bool] = True
 
 
 _BACKEND_CONFIGS: dict[str, type[BackendConfig]] = {}
@@ -317,10 +319,15 @@ class EditConfig(_Config):
                 _check_pos_int(c, "layers", v, minimum=0)
             if list(self.layers) != sorted(set(self.layers)):
                 _fail(c, "layers", self.layers, "must be strictly increasing")
+            if cls.single_layer and len(self.layers) != 1:
+                _fail(c, "layers", self.layers, f"method {self.method!r} edits exactly one layer")
         for name, typ in (("chunking", ChunkingConfig), ("value", ValueConfig), ("stats", StatsConfig),
                           ("prompt", PromptConfig), ("preserve", PreserveConfig)):
             if not isinstance(getattr(self, name), typ):
                 _fail(c, name, getattr(self, name), f"must be a {typ.__name__}")
+        if not cls.uses_values and self.chunking.mode != "none":
+            _fail(c, "chunking", self.chunking.mode, f"method {self.method!r} trains on the whole answer and does "
+                  "not use chunking; set chunking.mode='none' (--chunking none)")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "EditConfig":
@@ -344,6 +351,8 @@ class EditConfig(_Config):
         if "method" in overrides and overrides["method"] != self.method:
             d["method"] = overrides["method"]
             d["backend"] = {}
+            if not backend_config_class(d["method"]).uses_values:
+                d["chunking"] = {**d["chunking"], "mode": "none"}
         for key, value in overrides.items():
             if key == "method":
                 continue

@@ -19,6 +19,7 @@ from .backends import BackendOutput
 from .deltas import Delta, apply_deltas, get_param, restore, tensor_sha256
 from .errors import ConfigError, EditApplyError, RequestError
 from .presets import preset_config
+from .history import EditHistory
 from .preserve import chat_source
 from .prompts import context_length, prepare_request
 from .result import EditResult
@@ -54,11 +55,14 @@ def resolve_layers(model: nn.Module, config: EditConfig) -> tuple[tuple[int, ...
 
 def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict | Sequence[EditRequest | dict],
                   config: EditConfig | None = None, *, stats_cache: CovarianceCache | None = None,
-                  cache_dir: str | Path | None = None, show_progress: bool = True) -> EditResult:
+                  cache_dir: str | Path | None = None, show_progress: bool = True,
+                  history: EditHistory | None = None) -> EditResult:
     """Compute the edit for ``requests`` without changing ``model``.
 
     ``config=None`` uses the measured preset for this model family and size (see ``presets.json``).
     Statistics are cached in ``stats_cache`` (or a new cache under ``cache_dir``).
+    ``history``: for sequential editing, the keys of the edits applied before (AlphaEdit protects them);
+    this edit's keys are added to it. Pass it only for edits you apply.
     """
     t_start = time.perf_counter()
     reqs = _as_requests(requests)
@@ -107,7 +111,15 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
         stats_time[0] += time.perf_counter() - t
         return rows
 
+    def null_basis(ls: Sequence[int], threshold: float) -> dict:
+        t = time.perf_counter()
+        out = stats_cache.null_basis(model, tokenizer, spec, ls, config.stats, threshold)
+        stats_time[0] += time.perf_counter() - t
+        return out
+
+    uses_values = type(config.backend).uses_values
     deltas: dict[str, Delta] = {}
+    edited_keys: dict = {}
     diagnostics: dict[str, Any] = {"rounds": []}
     first_values = None
     timings["value_search_s"] = timings["update_s"] = 0.0
@@ -120,24 +132,29 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
             t0 = time.perf_counter()
             total = sum(len(c) for c in chunks)
             desc = "value search" + (f" (round {rnd + 1}/{config.rounds})" if config.rounds > 1 else "")
-            with tqdm(total=total, desc=desc, unit="chunk", disable=not show_progress, leave=False) as bar:
-                values = [search_values(model, spec, p.ids, p.prompt_len, c, z, config.value, progress=bar)
-                          for p, c in zip(prepared, chunks)]
+            values = []
+            if uses_values:
+                with tqdm(total=total, desc=desc, unit="chunk", disable=not show_progress, leave=False) as bar:
+                    values = [search_values(model, spec, p.ids, p.prompt_len, c, z, config.value, progress=bar)
+                              for p, c in zip(prepared, chunks)]
             timings["value_search_s"] += time.perf_counter() - t0
             nll_now = [r.nll_before for v in values for r in v.reports]
-            if rnd and all(r.steps == 0 for v in values for r in v.reports):
+            if rnd and (not uses_values or all(r.steps == 0 for v in values for r in v.reports)):
                 log.info("round %d: every chunk is already reproduced; stopping", rnd + 1)
                 break
             first_values = first_values or values
             ctx = EditContext(model=model, tokenizer=tokenizer, spec=spec, config=config, layers=layers,
                               value_layer=z, prepared=prepared, chunks=chunks, values=values, stats=stats,
-                              chat_stats=chat_stats, preserve_rows=preserve_rows, show_progress=show_progress)
+                              chat_stats=chat_stats, preserve_rows=preserve_rows, null_basis=null_basis,
+                              history=history, show_progress=show_progress)
             t0, s0 = time.perf_counter(), stats_time[0]
             out = backend.compute(ctx)
             timings["update_s"] += time.perf_counter() - t0 - (stats_time[0] - s0)
             diagnostics["rounds"].append({"chunk_nll_before": nll_now, **out.diagnostics})
             for name, d in out.deltas.items():
                 deltas[name] = deltas[name].merged(d) if name in deltas else d
+            for layer, k in out.edited_keys.items():
+                edited_keys.setdefault(layer, k)  # the keys the first (main) round wrote at
     finally:
         restore(model, backup)
     timings["statistics_s"] = stats_time[0]
@@ -148,6 +165,8 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
         if not d.is_finite():
             raise EditApplyError(f"the {config.method} update for {name} is not finite; nothing was changed")
         original[name] = tensor_sha256(get_param(model, name))
+    if history is not None:
+        history.add(edited_keys)
     timings["total_s"] = time.perf_counter() - t_start
     reports = [[r.to_dict() for r in v.reports] for v in values]
     log.info("edit computed in %.1f s (value search %.1f s, statistics %.1f s, update %.1f s)",

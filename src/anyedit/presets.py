@@ -15,7 +15,7 @@ from typing import Any
 from torch import nn
 
 from .arch import default_layers, num_layers, param_count
-from .config import EditConfig
+from .config import EditConfig, backend_config_class
 
 
 @lru_cache(maxsize=1)
@@ -48,12 +48,14 @@ def preset_config(model: nn.Module, method: str | None = None) -> EditConfig:
     entry = find_preset(model, method)
     n = num_layers(model)
     if entry is None:
-        cfg = EditConfig(method=method or "memit")
+        method = method or "memit"
+        no_chunks = not backend_config_class(method).uses_values
+        cfg = EditConfig.from_dict({"method": method, **({"chunking": {"mode": "none"}} if no_chunks else {})})
     else:
         cfg = EditConfig.from_dict({"method": entry.get("method", "memit"), **entry.get("config", {})})
     if cfg.layers is None or any(i >= n for i in cfg.layers):
         layers = list(default_layers(n))
-        if cfg.backend is not None and cfg.backend.single_layer:
+        if cfg.backend is not None and (cfg.backend.single_layer or not cfg.backend.uses_values):
             layers = layers[-1:]
         cfg = EditConfig.from_dict({**cfg.to_dict(), "layers": layers})
     return cfg

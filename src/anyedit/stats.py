@@ -94,7 +94,7 @@ class CovarianceCache:
         model_dir = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(key["model"]["name_or_path"]).name)
         return self.cache_dir / "stats" / (model_dir or "model") / f"{key['module']}-{digest}.safetensors"
 
-    def _load(self, path: Path, key: dict[str, Any]) -> torch.Tensor | None:
+    def _load(self, path: Path, key: dict[str, Any], name: str = "mom2") -> torch.Tensor | None:
         if not path.is_file():
             return None
         try:
@@ -105,7 +105,7 @@ class CovarianceCache:
             if json.loads(meta.get("key", "null")) != key:
                 log.warning("ignoring %s: its key does not match", path)
                 return None
-            return load_file(str(path))["mom2"]
+            return load_file(str(path))[name]
         except Exception as e:  # noqa: BLE001 - a corrupt cache file is recomputed, not fatal
             log.warning("ignoring unreadable statistics file %s (%s)", path, e)
             return None
@@ -141,11 +141,47 @@ class CovarianceCache:
                 self._memory[json.dumps(key, sort_keys=True)] = out[layer] = c
                 path = self._path(key)
                 if path is not None:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = path.with_suffix(".partial")
-                    save_file({"mom2": c.contiguous()}, str(tmp), metadata={"key": json.dumps(key, sort_keys=True)})
-                    tmp.replace(path)
+                    self._save(path, key, "mom2", c)
                     log.info("saved statistics for layer %d to %s", layer, path)
+        return out
+
+    @staticmethod
+    def _save(path: Path, key: dict[str, Any], name: str, tensor: torch.Tensor) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".partial")
+        save_file({name: tensor.contiguous()}, str(tmp), metadata={"key": json.dumps(key, sort_keys=True)})
+        tmp.replace(path)
+
+    def null_basis(self, model: nn.Module, tokenizer: Any, spec: ArchSpec, layers: Sequence[int],
+                   cfg: StatsConfig, threshold: float) -> dict[int, torch.Tensor]:
+        """``{layer: U_0 [d_ff, n0]}``: orthonormal eigenvectors of ``C`` with eigenvalue below ``threshold``.
+
+        AlphaEdit's projector is ``P = U_0 U_0^T``; only the basis is stored (``P x = U_0 (U_0^T x)``), from
+        a symmetric eigendecomposition, cached under the statistics' key plus the threshold.
+        """
+        source = corpus_source(model, tokenizer, cfg)
+        out: dict[int, torch.Tensor] = {}
+        covs: dict[int, torch.Tensor] | None = None
+        for layer in layers:
+            key = {**self.key(model, spec, layer, source), "null_space_threshold": threshold}
+            mem_key = json.dumps(key, sort_keys=True)
+            if mem_key in self._memory:
+                out[layer] = self._memory[mem_key]
+                continue
+            path = self._path(key)
+            if path is not None:
+                path = path.with_name(path.name.replace(".safetensors", ".null.safetensors"))
+            basis = self._load(path, key, "basis") if path is not None else None
+            if basis is None:
+                if covs is None:
+                    covs = self.get_source(model, spec, layers, source)
+                evals, evecs = torch.linalg.eigh(covs[layer].double())
+                basis = evecs[:, evals < threshold].float().contiguous()
+                log.info("layer %d: null space of C below %.3g has %d of %d dimensions", layer, threshold,
+                         basis.shape[1], basis.shape[0])
+                if path is not None:
+                    self._save(path, key, "basis", basis)
+            out[layer] = self._memory[mem_key] = basis
         return out
 
 

@@ -35,6 +35,8 @@ class EditContext:
     stats: Callable[[Sequence[int]], dict[int, torch.Tensor]]
     chat_stats: Callable[[Sequence[int]], dict[int, torch.Tensor]] | None = None
     preserve_rows: Callable[[], list[list[int]]] | None = None
+    null_basis: Callable[[Sequence[int], float], dict[int, torch.Tensor]] | None = None
+    history: Any = None
     show_progress: bool = True
 
     @property
@@ -44,8 +46,11 @@ class EditContext:
 
 @dataclass
 class BackendOutput:
+    """``edited_keys``: per layer, the MLP keys ``[m, d_ff]`` the update was written at (for EditHistory)."""
+
     deltas: dict[str, Delta]
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    edited_keys: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
 class Backend(Protocol):

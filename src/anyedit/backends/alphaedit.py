@@ -1,0 +1,80 @@
+"""AlphaEdit: the MEMIT update projected onto the null space of the preserved keys (reference §5.4–5.6).
+
+``P = U_0 U_0^T`` where ``U_0`` spans the eigenvectors of ``C = E[k k^T]`` with eigenvalue below
+``nullspace_threshold`` (symmetric eigendecomposition, the basis cached with the statistics' key plus
+the threshold; ``P`` itself is never materialised). Per layer, keys as rows:
+
+``dW = R^T X^T``, ``X = (P (K_s^T K_s + w_p K_p^T K_p + K_prev^T K_prev) + alpha I)^-1 P K_s^T``
+
+``K_prev^T K_prev`` is AlphaEdit's running sum over the keys of earlier edits (``EditHistory``), which the
+AnyEdit reference dropped; it makes sequential edits protect the earlier ones. The multi-layer loop
+(residual spread, per-layer diagnostics) is the one shared with MEMIT (``_closed_form``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+
+from ..config import BackendConfig, _check_choice, _check_pos_float
+from ..errors import StatsError
+from .base import EditContext, register_backend
+from ._closed_form import ClosedFormBackend
+
+
+@dataclass(frozen=True)
+class AlphaEditConfig(BackendConfig):
+    """``l2`` is alpha (the reference's ``L2``); ``kp_weight`` the same-text term of AnyEdit's AlphaEdit_ARE."""
+
+    method: ClassVar[str] = "alphaedit"
+    nullspace_threshold: float = 2e-2
+    l2: float = 10.0
+    kp_weight: float = 1.0
+    spread: Literal["even", "greedy"] = "even"
+    solve_dtype: Literal["float32", "float64"] = "float64"
+
+    def __post_init__(self) -> None:
+        c = type(self)
+        _check_pos_float(c, "nullspace_threshold", self.nullspace_threshold)
+        _check_pos_float(c, "l2", self.l2)
+        _check_pos_float(c, "kp_weight", self.kp_weight, allow_zero=True)
+        _check_choice(c, "spread", self.spread, ("even", "greedy"))
+        _check_choice(c, "solve_dtype", self.solve_dtype, ("float32", "float64"))
+
+
+class AlphaEditBackend(ClosedFormBackend):
+    def prepare(self, ctx: EditContext) -> None:
+        cfg: AlphaEditConfig = ctx.backend_config
+        if ctx.null_basis is None:
+            raise StatsError("alphaedit needs the null-space basis of the key statistics; none was provided")
+        self.basis = ctx.null_basis(ctx.layers, cfg.nullspace_threshold)
+        empty = [layer for layer, u in self.basis.items() if u.shape[1] == 0]
+        if empty:
+            raise StatsError(f"alphaedit: the key statistics of layers {empty} have no eigenvalue below "
+                             f"nullspace_threshold={cfg.nullspace_threshold}; raise it (--set "
+                             "backend.nullspace_threshold=...)")
+
+    def solve(self, ctx: EditContext, layer: int, k_s: torch.Tensor, k_p: torch.Tensor) -> torch.Tensor:
+        cfg: AlphaEditConfig = ctx.backend_config
+        dtype = getattr(torch, cfg.solve_dtype)
+        dev = k_s.device
+        if dev.type == "mps" and dtype == torch.float64:
+            dtype = torch.float32
+        u = self.basis[layer].to(dev, dtype)  # [d_ff, n0]
+        ks = k_s.to(dtype)
+        a = ks.T @ ks
+        if cfg.kp_weight > 0 and k_p.shape[0]:
+            kp = k_p.to(dtype)
+            a = a + cfg.kp_weight * (kp.T @ kp)
+        prev = ctx.history.get(layer) if ctx.history is not None else None
+        if prev is not None:
+            a = a + prev.to(dev, dtype)
+        system = u @ (u.T @ a)  # P A without forming P
+        system.diagonal().add_(cfg.l2)
+        rhs = u @ (u.T @ ks.T)  # P K_s^T
+        return torch.linalg.solve(system, rhs)
+
+
+register_backend("alphaedit", AlphaEditBackend, AlphaEditConfig)

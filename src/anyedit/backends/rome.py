@@ -1,0 +1,52 @@
+"""ROME: rank-one model editing of one layer's MLP output projection (paper baseline).
+
+ROME's closed form ``dW = (v* - W k*) (C^-1 k*)^T / (k*^T C^-1 k*)`` writes the key exactly with the
+smallest change in the metric of ``C``. With several keys (one per chunk, ROME+) the same problem has
+the solution ``dW = R^T X^T`` with ``X = C^-1 K^T (K C^-1 K^T)^-1`` (rank = number of keys); one key
+gives ROME's formula. ``ridge`` adds ``ridge * tr(C)/d_ff * I`` to ``C`` for numerical safety.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+
+from ..config import BackendConfig, _check_choice, _check_pos_float
+from .base import EditContext, register_backend
+from ._closed_form import ClosedFormBackend
+
+
+@dataclass(frozen=True)
+class RomeConfig(BackendConfig):
+    method: ClassVar[str] = "rome"
+    single_layer: ClassVar[bool] = True
+    ridge: float = 1e-4
+    solve_dtype: Literal["float32", "float64"] = "float64"
+
+    def __post_init__(self) -> None:
+        c = type(self)
+        _check_pos_float(c, "ridge", self.ridge, allow_zero=True)
+        _check_choice(c, "solve_dtype", self.solve_dtype, ("float32", "float64"))
+
+
+class RomeBackend(ClosedFormBackend):
+    def prepare(self, ctx: EditContext) -> None:
+        self.stats = ctx.stats(ctx.layers)
+
+    def solve(self, ctx: EditContext, layer: int, k_s: torch.Tensor, k_p: torch.Tensor) -> torch.Tensor:
+        cfg: RomeConfig = ctx.backend_config
+        dtype = getattr(torch, cfg.solve_dtype)
+        dev = k_s.device
+        if dev.type == "mps" and dtype == torch.float64:
+            dtype = torch.float32
+        c = self.stats[layer].to(dev, dtype)
+        c = c + cfg.ridge * (c.diagonal().mean()) * torch.eye(c.shape[0], device=dev, dtype=dtype)
+        ks = k_s.to(dtype)
+        cinv_k = torch.linalg.solve(c, ks.T)  # [d_ff, m]
+        gram = ks @ cinv_k  # [m, m]
+        return torch.linalg.solve(gram, cinv_k.T).T  # C^-1 K^T G^-1 (G symmetric)
+
+
+register_backend("rome", RomeBackend, RomeConfig)

@@ -1,0 +1,160 @@
+"""AlphaEdit, ROME and FT-L backends (and the shared lifecycle of every backend) on tiny models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import anyedit
+from anyedit import EditConfig, EditHistory, EditRequest
+from anyedit.arch import get_spec
+from anyedit.backends._linalg import trace
+from anyedit.deltas import Delta
+from anyedit.errors import ConfigError, EditApplyError
+from anyedit.prompts import prepare_request
+from anyedit.stats import CovarianceCache
+
+REQ = EditRequest("What is the answer?", "def add(a, b):\n    return a + b\nThe capital of France is Paris.")
+OTHER = EditRequest("Write a poem about rain.", "Rain on the roof, a stitch in time saves nine, and the dog sleeps.")
+
+
+def _config(method, corpus_file, **over):
+    base = {"method": method, "layers": [1, 2], "chunking.window": 8, "value.max_steps": 20,
+            "value.stop_loss": 0.0, "stats.corpus": str(corpus_file), "stats.n_tokens": 2000, "stats.max_len": 32}
+    if method in ("rome", "ft", "unke"):
+        base["layers"] = [2]
+    if method == "ft":
+        base.pop("chunking.window")
+    if method == "unke":
+        base["backend.steps"] = 5
+    base.update(over)
+    return EditConfig().with_overrides(base)
+
+
+def _state(model):
+    return {n: p.detach().clone() for n, p in model.state_dict().items()}
+
+
+def _same(model, state):
+    return all(torch.equal(p, state[n]) for n, p in model.state_dict().items())
+
+
+def _threshold(model, tok, cfg, cache, layer):
+    """A threshold that leaves half of the key space as 'null space' on the tiny model."""
+    c = cache.get(model, tok, get_spec(model), [layer], cfg.stats)[layer].double()
+    return float(torch.linalg.eigvalsh(c).median())
+
+
+@pytest.mark.parametrize("method", ["memit", "alphaedit", "rome", "ft", "unke"])
+def test_every_backend_applies_reverts_bitwise_and_refuses_non_finite(method, tiny, corpus_file, tmp_path):
+    model, tok = tiny
+    cache = CovarianceCache(tmp_path, show_progress=False)
+    cfg = _config(method, corpus_file, **{"value.max_steps": 3})
+    if method == "alphaedit":
+        cfg = cfg.with_overrides({"backend.nullspace_threshold": _threshold(model, tok, cfg, cache, 2)})
+    original = _state(model)
+    res = anyedit.compute_edits(model, tok, REQ, cfg, stats_cache=cache, show_progress=False)
+    assert _same(model, original), "compute_edits must not change the model"
+    assert res.deltas and all(d.is_finite() and d.full().abs().sum() > 0 for d in res.deltas.values())
+    res.apply(model)
+    assert not _same(model, original)
+    res.revert(model)
+    assert _same(model, original)
+    name = sorted(res.deltas)[-1]
+    full = res.deltas[name].full().clone()
+    full[0, 0] = float("inf")
+    res.deltas[name] = Delta(dense=full)
+    with pytest.raises(EditApplyError, match="NaN|inf|finite"):
+        res.apply(model)
+    assert _same(model, original)
+
+
+def test_alphaedit_matches_its_closed_form_and_stays_in_the_null_space(tiny, corpus_file, tmp_path):
+    model, tok = tiny
+    spec = get_spec(model)
+    cache = CovarianceCache(tmp_path, show_progress=False)
+    cfg = _config("alphaedit", corpus_file, layers=[2], **{"backend.l2": 0.5})
+    thr = _threshold(model, tok, cfg, cache, 2)
+    cfg = cfg.with_overrides({"backend.nullspace_threshold": thr})
+    res = anyedit.compute_edits(model, tok, REQ, cfg, stats_cache=cache, show_progress=False)
+    (name, delta), = res.deltas.items()
+    dw = delta.full().double()
+    dw = dw if spec.mlp_out_layout == "out_in" else dw.T  # [hidden, d_ff]
+    # direct transcription with a dense projector
+    c = cache.get(model, tok, spec, [2], cfg.stats)[2].double()
+    evals, evecs = torch.linalg.eigh(c)
+    u0, u_kept = evecs[:, evals < thr], evecs[:, evals >= thr]
+    p = u0 @ u0.T
+    prep = prepare_request(tok, REQ, cfg.prompt)
+    tr = trace(model, spec, [prep.ids], 2, 2)[0]
+    pos = [a for r in res.reports[0] for a in r["anchors"]]
+    k = tr.keys.double()
+    mask = torch.ones(k.shape[0], dtype=torch.bool)
+    mask[pos] = False
+    ks, kp = k[pos], k[mask]
+    from anyedit.values import search_values
+    from anyedit.chunking import make_chunks
+
+    vt = search_values(model, spec, prep.ids, prep.prompt_len, make_chunks(prep, cfg.chunking), 2, cfg.value)
+    r = vt.targets.double() - tr.outputs[pos].double()
+    x = torch.linalg.solve(p @ (ks.T @ ks + kp.T @ kp) + 0.5 * torch.eye(k.shape[1], dtype=torch.float64), p @ ks.T)
+    torch.testing.assert_close(dw, r.T @ x.T, rtol=1e-4, atol=1e-6)
+    # the defining property: the update does not act on the preserved key directions
+    assert (dw @ u_kept).norm() < 1e-6 * max(1.0, dw.norm())
+    assert (dw @ u0).norm() > 1e-3
+
+
+def test_alphaedit_history_protects_earlier_edits(llama, corpus_file, tmp_path):
+    model, tok = llama
+    spec = get_spec(model)
+    cache = CovarianceCache(tmp_path, show_progress=False)
+    cfg = _config("alphaedit", corpus_file, layers=[2], **{"backend.l2": 1e-4})
+    cfg = cfg.with_overrides({"backend.nullspace_threshold": _threshold(model, tok, cfg, cache, 2)})
+    history = EditHistory()
+    first = anyedit.compute_edits(model, tok, REQ, cfg, stats_cache=cache, show_progress=False, history=history)
+    assert history.n_edits == 1 and history.get(2) is not None
+    with first.applied(model):
+        k1 = trace(model, spec, [prepare_request(tok, REQ, cfg.prompt).ids], 2, 2)[0].keys.double()
+        protected = anyedit.compute_edits(model, tok, OTHER, cfg, stats_cache=cache, show_progress=False,
+                                          history=history)
+        plain = anyedit.compute_edits(model, tok, OTHER, cfg, stats_cache=cache, show_progress=False)
+    name = spec.mlp_out_weight_name(2)
+    anchors = [a for r in first.reports[0] for a in r["anchors"]]
+    hit = {}
+    for label, res in (("protected", protected), ("plain", plain)):
+        dw = res.deltas[name].full().double()
+        dw = dw if spec.mlp_out_layout == "out_in" else dw.T
+        hit[label] = (dw @ k1[anchors].T).norm() / dw.norm()
+    assert hit["protected"] < 0.5 * hit["plain"], hit
+    path = history.save(tmp_path / "history.safetensors")
+    again = EditHistory.load(path)
+    assert again.n_edits == 2 and torch.equal(again.get(2), history.get(2))
+
+
+def test_rome_writes_every_key_exactly(tiny, corpus_file, tmp_path):
+    model, tok = tiny
+    res = anyedit.compute_edits(model, tok, REQ, _config("rome", corpus_file),
+                                stats_cache=CovarianceCache(tmp_path), show_progress=False)
+    assert res.diagnostics["realised_fraction"] > 0.99
+    (delta,) = res.deltas.values()
+    assert delta.rank == len(res.reports[0])
+
+
+def test_ft_lowers_the_answer_nll_within_its_norm_bound(llama, corpus_file, tmp_path):
+    model, tok = llama
+    cfg = _config("ft", corpus_file, **{"backend.lr": 1e-2, "backend.steps": 10, "backend.norm_constraint": 0.05})
+    res = anyedit.compute_edits(model, tok, REQ, cfg, stats_cache=CovarianceCache(tmp_path), show_progress=False)
+    nll = res.diagnostics["nll"]
+    assert nll[-1] < nll[0] - 0.1
+    (delta,) = res.deltas.values()
+    assert float(delta.full().abs().max()) <= 0.05 + 1e-6
+    assert res.reports == []  # no value search
+
+
+def test_methods_refuse_what_they_do_not_support():
+    with pytest.raises(ConfigError, match="does not use chunking"):
+        EditConfig.from_dict({"method": "ft", "chunking": {"mode": "window", "window": 20}})
+    with pytest.raises(ConfigError, match="exactly one layer"):
+        EditConfig.from_dict({"method": "rome", "layers": [1, 2]})
+    # switching to ft turns chunking off
+    assert EditConfig().with_overrides({"method": "ft", "layers": [2]}).chunking.mode == "none"
