@@ -152,5 +152,45 @@ def test_help_lists_every_command(capsys):
         main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for cmd in ("edit", "ask", "apply", "stats", "demo", "presets"):
+    for cmd in ("edit", "ask", "apply", "stats", "demo", "presets", "eval", "report"):
         assert cmd in out
+
+
+def test_eval_then_report(model_dirs, tmp_path, capsys):
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(json.dumps({"id": str(i), "question": f"What is {i}?", "answer": f"It is {i} foxes."})
+                              for i in range(2)) + "\n{\"id\": \"broken\", \"question\": \"Q?\"}")
+    out = tmp_path / "run"
+    fast = [a for a in _fast(model_dirs, tmp_path) if a != "--no-locality"]
+    argv = ["eval", "--model", str(model_dirs["a"]), "--dataset", str(data), "--out", str(out), "--probes", "1",
+            "--no-similarity", "--max-new-tokens", "8", *fast]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "| memit+ | data | 2 |" in captured.out and "broken" in captured.err
+    assert main(["report", str(out), "--plots", str(tmp_path / "plots")]) == 0
+    assert (tmp_path / "plots" / "length.png").is_file()
+
+
+def test_sweep_runs_every_setting(model_dirs, tmp_path, capsys):
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps([{"id": "1", "question": "What is 1?", "answer": "It is one fox."}]))
+    fast = [a for a in _fast(model_dirs, tmp_path) if a != "--no-locality"]
+    argv = ["sweep", "--model", str(model_dirs["a"]), "--dataset", str(data), "--out", str(tmp_path / "sw"),
+            "--grid", "chunking.window=3,6", "--probes", "1", *fast]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "chunking.window=3" in out and "chunking.window=6" in out and "on the front" in out
+    assert (tmp_path / "sw" / "plots" / "chunk_sweep.png").is_file()
+    _bad(capsys, ["sweep", "--model", str(model_dirs["a"]), "--dataset", str(data), "--out", str(tmp_path / "s2"),
+                  "--grid", "chunking.nonsense=1", *fast], "unknown config field")
+    assert not (tmp_path / "s2").exists()
+
+
+def test_eval_bad_inputs(model_dirs, tmp_path, capsys):
+    _bad(capsys, ["eval", "--dataset", str(tmp_path / "nope.json"), "--out", str(tmp_path / "o")],
+         "no such dataset")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"id": 1, "question": "Q?", "answer": " "}]))
+    _bad(capsys, ["eval", "--dataset", str(bad), "--out", str(tmp_path / "o")], "no valid")
+    _bad(capsys, ["report", str(tmp_path / "nothing")], "not an evaluation run")
+    assert not (tmp_path / "o").exists()

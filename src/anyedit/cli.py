@@ -1,4 +1,4 @@
-"""Command line: ``anyedit edit | ask | apply | stats | demo | presets``.
+"""Command line: ``anyedit edit | ask | apply | stats | demo | presets | eval | report``.
 
 The only module that parses argv, reads the environment, configures logging and picks devices. Bad input
 prints one line ``anyedit: error: ...`` to stderr and exits with status 2, before anything is written.
@@ -295,6 +295,76 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluation import EvalSettings, evaluate
+    from .loaders import load_dataset
+    from .report import report
+
+    _validate_methods(args)
+    dataset = load_dataset(args.dataset, args.format, args.limit)  # validates before loading the model
+    if dataset.skipped:
+        print(f"skipped {len(dataset.skipped)} invalid record(s): " + "; ".join(dataset.skipped[:5]),
+              file=sys.stderr)
+    model, tok = _load(args)
+    cfg = _build_config(args, model)
+    settings = EvalSettings(n_probes=args.probes, compat=not args.no_compat, embed=not args.no_similarity,
+                            sample_temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    out = evaluate(model, tok, dataset, cfg, args.out, settings=settings, label=args.label,
+                   cache_dir=args.cache_dir, show_progress=not args.quiet)
+    print(report([out]))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import itertools
+
+    from .evaluation import EvalSettings, evaluate
+    from .loaders import load_dataset
+    from .report import pareto, plots, report
+
+    _validate_methods(args)
+    grid: list[tuple[str, list[Any]]] = []
+    for item in args.grid:
+        if "=" not in item:
+            raise CliError(f"--grid {item!r}: use KEY=V1,V2,... e.g. chunking.window=10,20,40")
+        key, values = item.split("=", 1)
+        grid.append((key.strip(), [_parse_set(f"x={v}")[1] for v in values.split(",")]))
+    dataset = load_dataset(args.dataset, args.format, args.limit)
+    model, tok = _load(args)
+    base = _build_config(args, model)
+    combos = list(itertools.product(*[v for _, v in grid]))
+    configs = []
+    for combo in combos:  # validate every setting before the long work starts
+        over = {k: v for (k, _), v in zip(grid, combo)}
+        configs.append((",".join(f"{k}={v}" for k, v in over.items()), base.with_overrides(over)))
+    settings = EvalSettings(n_probes=args.probes, compat=False, embed=False)
+    dirs = []
+    for name, cfg in configs:
+        out = Path(args.out) / name.replace("/", "_")
+        log.info("sweep: %s", name)
+        dirs.append(evaluate(model, tok, dataset, cfg, out, settings=settings, label=name or cfg.method,
+                             cache_dir=args.cache_dir, show_progress=not args.quiet))
+    print(report(dirs))
+    print()
+    print(pareto(dirs))
+    for path in plots(dirs, Path(args.out) / "plots"):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import pareto, plots, report
+
+    print(report(args.runs))
+    if len(args.runs) > 1:
+        print()
+        print(pareto(args.runs))
+    if args.plots:
+        for path in plots(args.runs, args.plots):
+            print(f"wrote {path}")
+    return 0
+
+
 # ------------------------------------------------------------------ parser
 
 
@@ -377,6 +447,52 @@ def build_parser() -> argparse.ArgumentParser:
     common(s)
     method_opts(s)
     s.set_defaults(func=cmd_stats)
+
+    ev = sub.add_parser("eval", help="evaluate a method on a benchmark file (resumable JSONL rows + table)",
+                        description="For each record: answer before, edit, answer the question / paraphrases / "
+                        "sub-questions, score, revert (checked bitwise). Rows stream to OUT/rows.jsonl; rerunning "
+                        "the same command resumes after the last finished record.")
+    common(ev)
+    method_opts(ev)
+    ev.add_argument("--dataset", required=True, help="benchmark file (JSON list or JSONL)")
+    ev.add_argument("--format", default="auto", help="unkebench, mquake, counterfact, wikiupdate, editeverything, "
+                    "plain, or auto (default: detected from the fields)")
+    ev.add_argument("--limit", type=int, help="only the first N valid records")
+    ev.add_argument("--out", required=True, help="run directory (run.json + rows.jsonl)")
+    ev.add_argument("--label", help="name of this run in reports (default: method, + when chunked)")
+    ev.add_argument("--probes", type=int, default=10, help="unrelated probe prompts for locality (0 = off)")
+    ev.add_argument("--temperature", type=float, help="sample at this temperature (the reference used 0.001) "
+                    "instead of greedy decoding")
+    ev.add_argument("--max-new-tokens", type=int, help="default: answer length + 32")
+    ev.add_argument("--no-compat", action="store_true", help="skip the reference-compatible metrics")
+    ev.add_argument("--no-similarity", action="store_true", help="skip the MiniLM similarity")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.set_defaults(func=cmd_eval)
+
+    sw = sub.add_parser("sweep", help="evaluate a grid of settings; tables, Pareto front and plots",
+                        description="Run `anyedit eval` for every combination of --grid values (resumable, one "
+                        "directory each under --out), then print the tables and the efficacy/locality Pareto front "
+                        "and write the plots to OUT/plots.")
+    common(sw)
+    method_opts(sw)
+    sw.add_argument("--dataset", required=True)
+    sw.add_argument("--format", default="auto")
+    sw.add_argument("--limit", type=int)
+    sw.add_argument("--out", required=True)
+    sw.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2",
+                    help="config field and values, e.g. --grid chunking.window=10,20,40 (repeatable)")
+    sw.add_argument("--probes", type=int, default=10)
+    sw.set_defaults(func=cmd_sweep)
+
+    rp = sub.add_parser("report", help="tables (and plots) from one or more eval runs, side by side",
+                        description="Print the paper-style tables of eval runs; --plots DIR writes score vs. "
+                        "answer length, per-category bars and (for runs differing only in chunk size) the "
+                        "chunk-size sweep.")
+    rp.add_argument("runs", nargs="+", help="run directories written by `anyedit eval --out`")
+    rp.add_argument("--plots", help="directory for the PNG plots")
+    rp.add_argument("-q", "--quiet", action="store_true")
+    rp.add_argument("-v", "--verbose", action="store_true")
+    rp.set_defaults(func=cmd_report)
 
     pr = sub.add_parser("presets", help="show the configuration anyedit picks for a model",
                         description="Print the preset config for the model (and --method).")

@@ -111,9 +111,10 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
         stats_time[0] += time.perf_counter() - t
         return rows
 
-    def null_basis(ls: Sequence[int], threshold: float) -> dict:
+    def null_basis(ls: Sequence[int], threshold: float, chat_weight: float = 0.0) -> dict:
         t = time.perf_counter()
-        out = stats_cache.null_basis(model, tokenizer, spec, ls, config.stats, threshold)
+        extra = (chat(), chat_weight) if chat_weight > 0 else None
+        out = stats_cache.null_basis(model, tokenizer, spec, ls, config.stats, threshold, extra)
         stats_time[0] += time.perf_counter() - t
         return out
 

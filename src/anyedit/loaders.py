@@ -82,6 +82,8 @@ def detect_format(record: Any) -> str:
         return "wikiupdate" if "time_new" in record else "counterfact"
     if "para_question" in record or "sub_question" in record:
         return "unkebench"
+    if "paraphrases" in record or "sub_questions" in record:
+        return "plain"
     if "category" in record and "question" in record and "answer" in record:
         return "editeverything"
     if "question" in record and "answer" in record:

@@ -153,17 +153,21 @@ class CovarianceCache:
         tmp.replace(path)
 
     def null_basis(self, model: nn.Module, tokenizer: Any, spec: ArchSpec, layers: Sequence[int],
-                   cfg: StatsConfig, threshold: float) -> dict[int, torch.Tensor]:
+                   cfg: StatsConfig, threshold: float, extra: tuple[RowSource, float] | None = None
+                   ) -> dict[int, torch.Tensor]:
         """``{layer: U_0 [d_ff, n0]}``: orthonormal eigenvectors of ``C`` with eigenvalue below ``threshold``.
 
         AlphaEdit's projector is ``P = U_0 U_0^T``; only the basis is stored (``P x = U_0 (U_0^T x)``), from
-        a symmetric eigendecomposition, cached under the statistics' key plus the threshold.
+        a symmetric eigendecomposition, cached under the statistics' key plus the threshold. ``extra =
+        (source, w)`` preserves a second key set too: the basis is that of ``C + w E_source[k k^T]``.
         """
         source = corpus_source(model, tokenizer, cfg)
         out: dict[int, torch.Tensor] = {}
         covs: dict[int, torch.Tensor] | None = None
         for layer in layers:
             key = {**self.key(model, spec, layer, source), "null_space_threshold": threshold}
+            if extra is not None and extra[1] > 0:
+                key["extra"] = {**extra[0].identity, "weight": extra[1]}
             mem_key = json.dumps(key, sort_keys=True)
             if mem_key in self._memory:
                 out[layer] = self._memory[mem_key]
@@ -175,6 +179,9 @@ class CovarianceCache:
             if basis is None:
                 if covs is None:
                     covs = self.get_source(model, spec, layers, source)
+                    if "extra" in key:
+                        more = self.get_source(model, spec, layers, extra[0])
+                        covs = {i: covs[i].double() + extra[1] * more[i].double() for i in covs}
                 evals, evecs = torch.linalg.eigh(covs[layer].double())
                 basis = evecs[:, evals < threshold].float().contiguous()
                 log.info("layer %d: null space of C below %.3g has %d of %d dimensions", layer, threshold,

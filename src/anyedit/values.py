@@ -179,6 +179,21 @@ def _layer_outputs(model: nn.Module, layer_path: str, input_ids: torch.Tensor, *
 Prev = tuple[list[int], "torch.Tensor | None"]
 
 
+def _fresh_cache(cache: Any) -> Any:
+    """A cache the next forward may extend without touching ``cache``'s tensors.
+
+    Dynamic cache layers extend by concatenation (new tensors), so copying the container and its layer
+    objects, sharing the prefix tensors, is enough; caches of another shape are deep-copied.
+    """
+    layers = getattr(cache, "layers", None)
+    if type(cache).__name__ == "DynamicCache" and isinstance(layers, list) and \
+            all(type(lyr).__name__ == "DynamicLayer" for lyr in layers):
+        fresh = copy.copy(cache)
+        fresh.layers = [copy.copy(lyr) for lyr in layers]
+        return fresh
+    return copy.deepcopy(cache)
+
+
 def _full_step(model: nn.Module, seq: torch.Tensor, layer_path: str, layer: int, spec: ArchSpec, chunk: Chunk,
                last: int, prev: Prev) -> tuple[Any, torch.Tensor]:
     """Reference implementation: the whole model over ``seq[: last + 1]`` with every vector applied."""
@@ -214,7 +229,7 @@ def _cached_step(model: nn.Module, seq: torch.Tensor, layer_path: str, layer: in
     cols = [a - a0 for a in chunk.anchors]
 
     def cache_kw() -> dict[str, Any]:
-        return {names["cache"]: copy.deepcopy(prefix_cache)} if prefix_cache is not None else {}
+        return {names["cache"]: _fresh_cache(prefix_cache)} if prefix_cache is not None else {}
 
     # layer output over the tail, computed once (the vectors do not change it)
     h_tail = _layer_outputs(model, layer_path, tail, use_cache=True, **cache_kw())

@@ -26,12 +26,17 @@ from ._closed_form import ClosedFormBackend
 
 @dataclass(frozen=True)
 class AlphaEditConfig(BackendConfig):
-    """``l2`` is alpha (the reference's ``L2``); ``kp_weight`` the same-text term of AnyEdit's AlphaEdit_ARE."""
+    """``l2`` is alpha (the reference's ``L2``); ``kp_weight`` the same-text term of AnyEdit's AlphaEdit_ARE.
+
+    ``preserve_weight`` > 0 also protects the keys of generic chat conversations (``EditConfig.preserve``):
+    the null space is that of ``C + preserve_weight * E_chat[k k^T]``.
+    """
 
     method: ClassVar[str] = "alphaedit"
     nullspace_threshold: float = 2e-2
     l2: float = 10.0
     kp_weight: float = 1.0
+    preserve_weight: float = 0.0
     spread: Literal["even", "greedy"] = "even"
     solve_dtype: Literal["float32", "float64"] = "float64"
 
@@ -40,6 +45,7 @@ class AlphaEditConfig(BackendConfig):
         _check_pos_float(c, "nullspace_threshold", self.nullspace_threshold)
         _check_pos_float(c, "l2", self.l2)
         _check_pos_float(c, "kp_weight", self.kp_weight, allow_zero=True)
+        _check_pos_float(c, "preserve_weight", self.preserve_weight, allow_zero=True)
         _check_choice(c, "spread", self.spread, ("even", "greedy"))
         _check_choice(c, "solve_dtype", self.solve_dtype, ("float32", "float64"))
 
@@ -49,7 +55,7 @@ class AlphaEditBackend(ClosedFormBackend):
         cfg: AlphaEditConfig = ctx.backend_config
         if ctx.null_basis is None:
             raise StatsError("alphaedit needs the null-space basis of the key statistics; none was provided")
-        self.basis = ctx.null_basis(ctx.layers, cfg.nullspace_threshold)
+        self.basis = ctx.null_basis(ctx.layers, cfg.nullspace_threshold, cfg.preserve_weight)
         empty = [layer for layer, u in self.basis.items() if u.shape[1] == 0]
         if empty:
             raise StatsError(f"alphaedit: the key statistics of layers {empty} have no eigenvalue below "

@@ -35,7 +35,7 @@ class EditContext:
     stats: Callable[[Sequence[int]], dict[int, torch.Tensor]]
     chat_stats: Callable[[Sequence[int]], dict[int, torch.Tensor]] | None = None
     preserve_rows: Callable[[], list[list[int]]] | None = None
-    null_basis: Callable[[Sequence[int], float], dict[int, torch.Tensor]] | None = None
+    null_basis: Callable[..., dict[int, torch.Tensor]] | None = None
     history: Any = None
     show_progress: bool = True
 

@@ -1,0 +1,74 @@
+"""Every backend with AnyEdit chunking (the "+" variants) and without (the single-token baseline), on the
+default model. Prints a markdown table.
+
+    .venv/bin/python benchmarks/backends.py [--methods memit,alphaedit,unke] [--records ee:93,uk:27,mq:24]
+                                            [--modes chunked,single] [--probes 10]
+
+Each method uses its preset for the model (``anyedit presets --method M``); "single" is the same preset
+with ``chunking.mode=none`` (one target, the whole answer, at the last prompt token, as the reference's
+baselines). Columns: ROUGE-L F1 of the greedy answer vs. the new answer, token agreement on unrelated probe
+prompts, whether "capital of France" still gives Paris, and the edit time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import anyedit
+from anyedit.generation import generate
+from anyedit.locality import LocalityProbe
+from anyedit.preserve import builtin_prompts
+from anyedit.prompts import prepare_request
+
+from edit_quality import load_records  # noqa: E402  (same directory)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--methods", default="memit,alphaedit,unke")
+    ap.add_argument("--records", default="ee:93,uk:27,mq:24")
+    ap.add_argument("--modes", default="chunked,single")
+    ap.add_argument("--probes", type=int, default=10)
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    args = ap.parse_args()
+    from rouge_score import rouge_scorer
+
+    rouge = rouge_scorer.RougeScorer(["rougeL"])
+    model, tok = anyedit.load_model()
+    probe = LocalityProbe(model, tok, prompts=builtin_prompts("probe")[: args.probes], max_new_tokens=32)
+    records = load_records(args.records, Path(args.data))
+    print("| method | mode | record | answer tokens | ROUGE-L F1 | probe tokens kept | Paris kept | edit s |")
+    print("|---|---|---|---|---|---|---|---|")
+    summary = {}
+    for method in args.methods.split(","):
+        for mode in args.modes.split(","):
+            cfg = anyedit.preset_config(model, method)
+            if mode == "single":
+                cfg = cfg.with_overrides({"chunking.mode": "none"})
+            scores = []
+            for req in records:
+                n = len(prepare_request(tok, req, cfg.prompt).target_ids)
+                t = time.perf_counter()
+                res = anyedit.compute_edits(model, tok, req, cfg, show_progress=False)
+                secs = time.perf_counter() - t
+                with res.applied(model):
+                    ans = generate(model, tok, req.question, cfg.prompt, max_new_tokens=n + 16)[0]
+                    loc = probe.compare(model)
+                    paris = "Paris" in generate(model, tok, "What is the capital of France?", cfg.prompt, 20)[0]
+                r = rouge.score(req.answer, ans)["rougeL"].fmeasure
+                scores.append(r)
+                print(f"| {method} | {mode} | {req.id} | {n} | {r:.2f} | {loc.token_agreement:.3f} | "
+                      f"{'yes' if paris else 'no'} | {secs:.0f} |", flush=True)
+            summary[(method, mode)] = statistics.mean(scores)
+    print()
+    print("| method | " + " | ".join(args.modes.split(",")) + " |")
+    print("|---|" + "---|" * len(args.modes.split(",")))
+    for method in args.methods.split(","):
+        print(f"| {method} | " + " | ".join(f"{summary[(method, m)]:.2f}" for m in args.modes.split(",")) + " |")
+
+
+if __name__ == "__main__":
+    main()

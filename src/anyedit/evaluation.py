@@ -1,0 +1,227 @@
+"""Run a benchmark end to end: per record measure -> edit -> generate -> score -> revert, streamed to JSONL.
+
+Protocol per record (paper §5 / reference §6, with its flaws fixed):
+
+1. the unedited model answers the question (kept as ``before``);
+2. the edit is computed and applied;
+3. greedy answers (explicit generation config) to the question, each paraphrase and each sub-question;
+   teacher-forced token accuracy of the new answer; locality on a fixed set of unrelated probe prompts
+   answered by the unedited model once per run (token agreement under teacher forcing, identical free
+   answers, NLL change per token);
+4. the edit is reverted and the touched weights are checked bit for bit against their fingerprints;
+5. one JSON row is appended to ``rows.jsonl`` and flushed. A killed run resumes after the last row.
+
+Paraphrases and sub-questions are never used for editing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import __version__
+from .arch import model_identity
+from .config import EditConfig
+from .deltas import get_param, tensor_sha256
+from .editing import compute_edits
+from .errors import ConfigError, EditApplyError
+from .generation import generate
+from .loaders import EvalRecord, LoadedDataset
+from .locality import LocalityProbe
+from .prompts import prepare_request
+from .stats import CovarianceCache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """``max_new_tokens=None``: answer length + 32 for the question and paraphrase, 64 for sub-questions.
+    ``sample_temperature``: the reference's near-greedy sampling (e.g. 0.001) instead of greedy.
+    ``n_probes``: how many of the built-in probe prompts measure locality (0 = off)."""
+
+    max_new_tokens: int | None = None
+    sub_max_new_tokens: int = 64
+    sample_temperature: float | None = None
+    n_probes: int = 10
+    probe_tokens: int = 32
+    compat: bool = True
+    embed: bool = True
+    seed: int = 0
+
+
+def _versions() -> dict[str, str]:
+    import transformers
+
+    return {"anyedit": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version()}
+
+
+@torch.no_grad()
+def token_accuracy(model: nn.Module, tokenizer: Any, record: EvalRecord, config: EditConfig) -> float:
+    """Fraction of the new answer's tokens that are the model's argmax given the prompt and the answer so far."""
+    prep = prepare_request(tokenizer, record.request, config.prompt)
+    ids = torch.tensor([prep.ids], device=next(model.parameters()).device)
+    logits = model(input_ids=ids).logits[0]
+    pos = torch.arange(prep.prompt_len - 1, len(prep.ids) - 1, device=ids.device)
+    return float((logits[pos].argmax(-1) == ids[0, pos + 1]).float().mean())
+
+
+class Scorer:
+    def __init__(self, settings: EvalSettings) -> None:
+        from . import metrics
+
+        self.m = metrics
+        self.settings = settings
+        self.embedder = metrics.Embedder() if settings.embed else None
+
+    def long(self, reference: str, prediction: str) -> dict[str, float]:
+        m = self.m
+        out = {"bleu": m.bleu(reference, prediction), **m.rouge(reference, prediction),
+               "entropy": m.ngram_entropy(prediction)}
+        if self.embedder is not None:
+            out["similarity"] = self.embedder.similarity(reference, prediction)
+        if self.settings.compat:
+            out["compat_bleu"] = m.compat_bleu(reference, prediction)
+            out.update({f"compat_{k}": v for k, v in m.compat_rouge(reference, prediction).items()})
+            if self.embedder is not None:
+                out["compat_similarity"] = self.embedder.compat_similarity(reference, prediction)
+        return out
+
+    def short(self, reference: str, prediction: str) -> dict[str, float]:
+        r = self.m.rouge(reference, prediction)
+        out = {k: r[k] for k in ("rouge1_r", "rougeL_r", "rougeL_f")}
+        if self.settings.compat:
+            out.update({f"compat_{k}": v for k, v in self.m.compat_rouge(reference, prediction).items()})
+        return out
+
+
+def _mean_dicts(rows: list[dict[str, float]]) -> dict[str, float]:
+    if not rows:
+        return {}
+    return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+
+
+def _manifest(model: nn.Module, dataset: LoadedDataset, config: EditConfig, settings: EvalSettings,
+              label: str | None) -> dict[str, Any]:
+    return {"dataset": {"path": str(Path(dataset.path).resolve()), "format": dataset.format},
+            "model": model_identity(model), "config": config.to_dict(), "settings": asdict(settings),
+            "label": label or f"{config.method}{'' if config.chunking.mode == 'none' else '+'}"}
+
+
+def _check_resume(out: Path, manifest: dict[str, Any]) -> set[str]:
+    done: set[str] = set()
+    mpath = out / "run.json"
+    if mpath.is_file():
+        old = json.loads(mpath.read_text())
+        for key in ("dataset", "model", "config", "settings"):
+            if old.get(key) != manifest.get(key):
+                raise ConfigError(f"{out} holds a run with a different {key}; use a new --out directory "
+                                  "(or delete it) to start another run")
+    rows = out / "rows.jsonl"
+    if rows.is_file():
+        good = []
+        for line in rows.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a row cut short by a kill: dropped and redone
+            good.append(line)
+            done.add(str(row["id"]))
+        rows.write_text("".join(f"{x}\n" for x in good), encoding="utf-8")
+    return done
+
+
+def evaluate(model: nn.Module, tokenizer: Any, dataset: LoadedDataset, config: EditConfig, out_dir: str | Path, *,
+             settings: EvalSettings | None = None, label: str | None = None, cache_dir: str | Path | None = None,
+             show_progress: bool = True) -> Path:
+    """Evaluate ``config`` on every record of ``dataset``; rows go to ``out_dir/rows.jsonl`` (resumable)."""
+    settings = settings or EvalSettings()
+    out = Path(out_dir)
+    manifest = _manifest(model, dataset, config, settings, label)
+    done = _check_resume(out, manifest)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / "run.json").is_file():
+        (out / "run.json").write_text(json.dumps({**manifest, "versions": _versions(),
+                                                  "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1))
+    todo = [r for r in dataset.records if r.id not in done]
+    if done:
+        log.info("resuming: %d of %d records already done", len(done), len(dataset.records))
+    torch.manual_seed(settings.seed)
+    from .models import default_cache_dir
+
+    cache = CovarianceCache(cache_dir or default_cache_dir(), show_progress=show_progress)
+    scorer = Scorer(settings)
+    probe = None
+    if settings.n_probes > 0 and todo:
+        from .preserve import builtin_prompts
+
+        probe = LocalityProbe(model, tokenizer, config.prompt, builtin_prompts("probe")[: settings.n_probes],
+                              max_new_tokens=settings.probe_tokens)
+    sample = settings.sample_temperature is not None
+    gen_kw = dict(sample=sample, temperature=settings.sample_temperature or 1.0)
+    with open(out / "rows.jsonl", "a", encoding="utf-8") as fh, \
+            tqdm(total=len(dataset.records), initial=len(done), desc="eval", unit="record",
+                 disable=not show_progress) as bar:
+        for rec in todo:
+            row = evaluate_record(model, tokenizer, rec, config, settings, scorer, probe, cache, gen_kw)
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+            bar.update(1)
+    return out
+
+
+def evaluate_record(model: nn.Module, tokenizer: Any, rec: EvalRecord, config: EditConfig, settings: EvalSettings,
+                    scorer: Scorer, probe: LocalityProbe | None, cache: CovarianceCache,
+                    gen_kw: dict[str, Any]) -> dict[str, Any]:
+    req = rec.request
+    n_target = len(prepare_request(tokenizer, req, config.prompt).target_ids)
+    max_new = settings.max_new_tokens or n_target + 32
+    t0 = time.perf_counter()
+    before = generate(model, tokenizer, req.question, config.prompt, max_new_tokens=max_new, **gen_kw)[0]
+    acc_before = token_accuracy(model, tokenizer, rec, config)
+    t_gen0 = time.perf_counter() - t0
+    result = compute_edits(model, tokenizer, req, config, stats_cache=cache, show_progress=False)
+    result.apply(model, verify=False)
+    try:
+        t1 = time.perf_counter()
+        answers = generate(model, tokenizer, [req.question, *rec.paraphrases], config.prompt,
+                           max_new_tokens=max_new, **gen_kw)
+        subs = generate(model, tokenizer, [q for q, _ in rec.sub_questions], config.prompt,
+                        max_new_tokens=settings.sub_max_new_tokens, **gen_kw) if rec.sub_questions else []
+        acc = token_accuracy(model, tokenizer, rec, config)
+        loc = None
+        if probe is not None:
+            rep = probe.compare(model)
+            loc = rep.to_dict()
+        t_gen = time.perf_counter() - t1 + t_gen0
+    finally:
+        result.revert(model)
+    changed = [n for n, h in result.original_sha256.items() if tensor_sha256(get_param(model, n)) != h]
+    if changed:
+        raise EditApplyError(f"record {rec.id}: revert did not restore {changed} bit for bit")
+    row: dict[str, Any] = {
+        "id": rec.id, "category": rec.category, "question": req.question, "answer_tokens": n_target,
+        "n_chunks": sum(len(r) for r in result.reports),
+        "before": before, "prediction": answers[0], "paraphrase_predictions": answers[1:],
+        "sub_predictions": subs,
+        "scores": {"before": scorer.long(req.answer, before), "question": scorer.long(req.answer, answers[0]),
+                   "paraphrase": _mean_dicts([scorer.long(req.answer, a) for a in answers[1:]]),
+                   "sub": _mean_dicts([scorer.short(a, p) for (_, a), p in zip(rec.sub_questions, subs)]),
+                   "token_accuracy": acc, "token_accuracy_before": acc_before},
+        "locality": loc,
+        "timings": {**result.timings, "generation_s": t_gen},
+        "realised_fraction": result.diagnostics.get("realised_fraction"),
+    }
+    return row

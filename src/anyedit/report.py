@@ -1,0 +1,253 @@
+"""Tables and plots from evaluation runs (``rows.jsonl`` + ``run.json`` directories).
+
+``report(dirs)`` returns markdown: the paper-style table (one line per run; several runs side by side),
+per-category ROUGE-L for EditEverything-style data, and the reference-compatible metrics.
+``pareto(dirs)`` tables the efficacy / locality front. ``plots(dirs, out)`` writes: score vs. answer length
+(paper Fig. 4a), per-category bars (Fig. 4b), the efficacy-locality scatter with its Pareto front and, when
+runs differ only in ``chunking.window``, the chunk-size sweep (Fig. 6).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import RequestError
+
+
+@dataclass
+class Run:
+    path: Path
+    manifest: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+    @property
+    def label(self) -> str:
+        return str(self.manifest.get("label") or self.path.name)
+
+    @property
+    def dataset(self) -> str:
+        return Path(self.manifest["dataset"]["path"]).stem
+
+
+def load_run(path: str | Path) -> Run:
+    path = Path(path)
+    if not (path / "run.json").is_file():
+        raise RequestError(f"{path}: not an evaluation run (no run.json); run `anyedit eval --out {path}` first")
+    rows = []
+    rows_file = path / "rows.jsonl"
+    if rows_file.is_file():
+        for line in rows_file.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return Run(path, json.loads((path / "run.json").read_text()), rows)
+
+
+def _mean(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return statistics.mean(vals) if vals else None
+
+
+def _get(row: dict[str, Any], *keys: str) -> float | None:
+    node: Any = row
+    for k in keys:
+        if not isinstance(node, dict) or k not in node:
+            return None
+        node = node[k]
+    return node if isinstance(node, (int, float)) else None
+
+
+COLUMNS: list[tuple[str, tuple[str, ...]]] = [
+    ("BLEU", ("scores", "question", "bleu")),
+    ("R-1 F1", ("scores", "question", "rouge1_f")),
+    ("R-2 F1", ("scores", "question", "rouge2_f")),
+    ("R-L F1", ("scores", "question", "rougeL_f")),
+    ("R-L rec", ("scores", "question", "rougeL_r")),
+    ("MiniLM sim", ("scores", "question", "similarity")),
+    ("tok acc", ("scores", "token_accuracy")),
+    ("para R-L F1", ("scores", "paraphrase", "rougeL_f")),
+    ("sub R-1 rec", ("scores", "sub", "rouge1_r")),
+    ("before R-L F1", ("scores", "before", "rougeL_f")),
+    ("loc tok kept", ("locality", "token_agreement")),
+    ("loc identical", ("locality", "exact")),
+    ("loc dNLL", ("locality", "nll_change")),
+    ("entropy", ("scores", "question", "entropy")),
+    ("edit s", ("timings", "total_s")),
+]
+COMPAT: list[tuple[str, tuple[str, ...]]] = [
+    ("char BLEU", ("scores", "question", "compat_bleu")),
+    ("R-1 rec (ref)", ("scores", "question", "compat_rouge1_r")),
+    ("R-2 rec (ref)", ("scores", "question", "compat_rouge2_r")),
+    ("R-L rec (ref)", ("scores", "question", "compat_rougeL_r")),
+    ("MiniLM 256 (ref)", ("scores", "question", "compat_similarity")),
+    ("para R-L rec (ref)", ("scores", "paraphrase", "compat_rougeL_r")),
+    ("sub R-L rec (ref)", ("scores", "sub", "compat_rougeL_r")),
+]
+
+
+def _fmt(v: float | None, key: tuple[str, ...]) -> str:
+    if v is None:
+        return "-"
+    if key[-1] == "total_s":
+        return f"{v:.0f}"
+    if key[-1] == "nll_change":
+        return f"{v:+.3f}"
+    return f"{v:.2f}" if key[-1] != "entropy" else f"{v:.2f}"
+
+
+def _table(runs: list[Run], columns: list[tuple[str, tuple[str, ...]]]) -> str:
+    head = "| run | data | n | " + " | ".join(c for c, _ in columns) + " |"
+    lines = [head, "|" + "---|" * (3 + len(columns))]
+    for run in runs:
+        cells = [_fmt(_mean([_get(r, *key) for r in run.rows]), key) for _, key in columns]
+        lines.append(f"| {run.label} | {run.dataset} | {len(run.rows)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def category_table(runs: list[Run]) -> str | None:
+    cats = sorted({r.get("category") for run in runs for r in run.rows if r.get("category")})
+    if not cats:
+        return None
+    lines = ["| run | data | " + " | ".join(cats) + " |", "|" + "---|" * (2 + len(cats))]
+    for run in runs:
+        if not any(r.get("category") for r in run.rows):
+            continue
+        cells = []
+        for c in cats:
+            v = _mean([_get(r, "scores", "question", "rougeL_f") for r in run.rows if r.get("category") == c])
+            cells.append("-" if v is None else f"{v:.2f}")
+        lines.append(f"| {run.label} | {run.dataset} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def report(dirs: list[str | Path]) -> str:
+    runs = [load_run(d) for d in dirs]
+    parts = ["Mean over records (ROUGE: rouge-score F1/recall; BLEU: sacrebleu word level; sim: MiniLM cosine "
+             "over the whole text; loc: built-in probe prompts before vs. after)", "", _table(runs, COLUMNS)]
+    cat = category_table(runs)
+    if cat:
+        parts += ["", "ROUGE-L F1 of the question's answer per category", "", cat]
+    parts += ["", "The reference code's metric definitions (char-level BLEU, rouge==1.0.1 recall over unique "
+              "n-grams, MiniLM truncated at 256), for comparison with the paper", "", _table(runs, COMPAT)]
+    return "\n".join(parts)
+
+
+def pareto(dirs: list[str | Path]) -> str:
+    """Runs on the efficacy / locality front: ROUGE-L F1 on the question vs. probe tokens kept (both higher is
+    better), with paraphrase ROUGE-L and edit time beside them. A run is on the front when no other run is at
+    least as good on both and better on one."""
+    runs = [load_run(d) for d in dirs]
+    pts = []
+    for run in runs:
+        eff = _mean([_get(r, "scores", "question", "rougeL_f") for r in run.rows])
+        loc = _mean([_get(r, "locality", "token_agreement") for r in run.rows])
+        if eff is not None and loc is not None:
+            para = _mean([_get(r, "scores", "paraphrase", "rougeL_f") for r in run.rows])
+            secs = _mean([_get(r, "timings", "total_s") for r in run.rows])
+            pts.append((run, eff, loc, para, secs))
+    lines = ["| run | n | R-L F1 | para R-L F1 | probe tokens kept | edit s | on the front |", "|---|---|---|---|---|---|---|"]
+    for run, eff, loc, para, secs in sorted(pts, key=lambda p: -p[1]):
+        front = not any((e >= eff and lo >= loc) and (e > eff or lo > loc) for _, e, lo, _, _ in pts)
+        lines.append(f"| {run.label} | {len(run.rows)} | {eff:.2f} | {'-' if para is None else f'{para:.2f}'} | "
+                     f"{loc:.3f} | {secs or 0:.0f} | {'yes' if front else ''} |")
+    return "\n".join(lines)
+
+
+def plots(dirs: list[str | Path], out: str | Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [load_run(d) for d in dirs]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for run in runs:
+        pts = sorted((r["answer_tokens"], _get(r, "scores", "question", "rougeL_f")) for r in run.rows)
+        pts = [(x, y) for x, y in pts if y is not None]
+        if pts:
+            ax.plot([x for x, _ in pts], [y for _, y in pts], "o-", label=f"{run.label} ({run.dataset})", alpha=0.8)
+    ax.set_xlabel("answer length (tokens)")
+    ax.set_ylabel("ROUGE-L F1 (question)")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Edit quality vs. answer length")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    written.append(out / "length.png")
+    fig.savefig(written[-1], dpi=120)
+    plt.close(fig)
+
+    cat_runs = [r for r in runs if any(x.get("category") for x in r.rows)]
+    if cat_runs:
+        cats = sorted({x["category"] for r in cat_runs for x in r.rows if x.get("category")})
+        fig, ax = plt.subplots(figsize=(7, 4))
+        width = 0.8 / len(cat_runs)
+        for i, run in enumerate(cat_runs):
+            vals = [_mean([_get(x, "scores", "question", "rougeL_f") for x in run.rows if x.get("category") == c])
+                    or 0.0 for c in cats]
+            ax.bar([j + i * width for j in range(len(cats))], vals, width, label=run.label)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(cats))], cats, rotation=30)
+        ax.set_ylabel("ROUGE-L F1 (question)")
+        ax.set_ylim(0, 1.05)
+        ax.set_title("Per category")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        written.append(out / "categories.png")
+        fig.savefig(written[-1], dpi=120)
+        plt.close(fig)
+
+    groups: dict[str, list[tuple[int, float]]] = {}
+    for run in runs:
+        cfg = dict(run.manifest["config"])
+        chunking = dict(cfg.pop("chunking"))
+        if chunking.get("mode") != "window":
+            continue
+        window = chunking.pop("window")
+        key = json.dumps([run.dataset, cfg, chunking], sort_keys=True)
+        v = _mean([_get(x, "scores", "question", "rougeL_f") for x in run.rows])
+        if v is not None:
+            groups.setdefault(key, []).append((window, v))
+    pts = []
+    for run in runs:
+        eff = _mean([_get(r, "scores", "question", "rougeL_f") for r in run.rows])
+        loc = _mean([_get(r, "locality", "token_agreement") for r in run.rows])
+        if eff is not None and loc is not None:
+            pts.append((run.label, loc, eff))
+    if len(pts) > 1:
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        for label, loc, eff in pts:
+            front = not any((e >= eff and lo >= loc) and (e > eff or lo > loc) for _, lo, e in pts)
+            ax.scatter([loc], [eff], color="tab:red" if front else "tab:gray")
+            ax.annotate(label, (loc, eff), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel("probe tokens kept (locality)")
+        ax.set_ylabel("ROUGE-L F1 (question)")
+        ax.set_title("Efficacy vs. locality (red: Pareto front)")
+        fig.tight_layout()
+        written.append(out / "pareto.png")
+        fig.savefig(written[-1], dpi=120)
+        plt.close(fig)
+
+    sweeps = {k: sorted(v) for k, v in groups.items() if len(v) > 1}
+    if sweeps:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key, pts in sweeps.items():
+            ds, cfg, _ = json.loads(key)
+            ax.plot([x for x, _ in pts], [y for _, y in pts], "o-", label=f"{cfg['method']} ({ds})")
+        ax.set_xlabel("chunk size (tokens)")
+        ax.set_ylabel("ROUGE-L F1 (question)")
+        ax.set_ylim(0, 1.05)
+        ax.set_title("Chunk-size sweep")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        written.append(out / "chunk_sweep.png")
+        fig.savefig(written[-1], dpi=120)
+        plt.close(fig)
+    return written

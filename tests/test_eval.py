@@ -1,0 +1,112 @@
+"""Benchmark loaders, the resumable evaluation runner and the report, on a tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from anyedit import EditConfig
+from anyedit.errors import ConfigError, RequestError
+from anyedit.evaluation import EvalSettings, evaluate
+from anyedit.loaders import load_dataset
+from anyedit.report import load_run, pareto, plots, report
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.parametrize("name,fmt,has_para,has_sub,has_cat", [
+    ("unkebench_dev.json", "unkebench", True, True, False),
+    ("mquake_cf_dev.json", "mquake", False, True, False),
+    ("editeverything_dev.json", "editeverything", False, False, True),
+])
+def test_loaders_read_the_original_formats(name, fmt, has_para, has_sub, has_cat):
+    path = SHARED / name
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    ds = load_dataset(path, limit=5)
+    assert ds.format == fmt and len(ds.records) == 5 and not ds.skipped
+    rec = ds.records[0]
+    assert rec.request.question and len(rec.request.answer.split()) > 20
+    assert bool(rec.paraphrases) == has_para
+    assert bool(rec.sub_questions) == has_sub and len(rec.sub_questions) <= 5
+    assert (rec.category is not None) == has_cat
+    if fmt == "mquake":  # the first rewrite's long answer, sub-questions filled with the subject
+        raw = json.loads(path.read_text())[0]["requested_rewrite"][0]
+        assert rec.request.answer == raw["fact_new_uns"]
+        assert "{}" not in rec.sub_questions[0][0] and raw["subject"] in rec.sub_questions[0][0]
+
+
+def test_invalid_records_are_reported_by_id_and_skipped(tmp_path):
+    p = tmp_path / "mine.jsonl"
+    rows = [{"id": "ok1", "question": "Q1?", "answer": "A long answer."},
+            {"id": "noanswer", "question": "Q2?"},
+            {"id": "empty", "question": "Q3?", "answer": "   "},
+            {"id": "badsub", "question": "Q4?", "answer": "x", "sub_questions": ["not a pair"]},
+            {"id": "ok2", "question": "Q5?", "answer": "Another.", "paraphrases": ["Q5 again?"]}]
+    p.write_text("\n".join(json.dumps(r) for r in rows))
+    ds = load_dataset(p)
+    assert ds.format == "plain" and [r.id for r in ds.records] == ["ok1", "ok2"]
+    assert [s.split(":")[0] for s in ds.skipped] == ["noanswer", "empty", "badsub"]
+    assert ds.records[1].paraphrases == ("Q5 again?",)
+    with pytest.raises(RequestError, match="no such dataset"):
+        load_dataset(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(RequestError, match="neither a JSON list nor JSONL"):
+        load_dataset(tmp_path / "bad.json")
+
+
+def _dataset(tmp_path):
+    p = tmp_path / "data.json"
+    p.write_text(json.dumps([
+        {"id": str(i), "question": f"What is item {i}?", "answer": f"Item {i} is a red fox that jumps {i} times.",
+         "paraphrases": [f"Tell me about item {i}."], "sub_questions": [["What colour is the fox?", "red"]],
+         "category": "news" if i % 2 else "code"} for i in range(3)]))
+    return load_dataset(p)
+
+
+def _cfg(corpus_file, window=8):
+    return EditConfig().with_overrides({"layers": [1, 2], "chunking.window": window, "value.max_steps": 3,
+                                        "stats.corpus": str(corpus_file), "stats.n_tokens": 1000,
+                                        "stats.max_len": 32})
+
+
+def test_eval_streams_rows_resumes_after_a_kill_and_reports(llama, corpus_file, tmp_path):
+    model, tok = llama
+    ds = _dataset(tmp_path)
+    settings = EvalSettings(n_probes=2, probe_tokens=8, embed=False, max_new_tokens=12, sub_max_new_tokens=4)
+    out = tmp_path / "run"
+    before = {n: p.detach().clone() for n, p in model.state_dict().items()}
+    evaluate(model, tok, ds, _cfg(corpus_file), out, settings=settings, cache_dir=tmp_path, show_progress=False)
+    rows = [json.loads(x) for x in (out / "rows.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["0", "1", "2"]
+    assert all(n in before for n in model.state_dict())
+    assert all((p == before[n]).all() for n, p in model.state_dict().items()), "eval must leave the model as it was"
+    r0 = rows[0]
+    assert set(r0["scores"]) >= {"before", "question", "paraphrase", "sub", "token_accuracy"}
+    assert 0 <= r0["scores"]["question"]["rougeL_f"] <= 1 and "compat_bleu" in r0["scores"]["question"]
+    assert r0["locality"]["n_probes"] == 2 and len(r0["paraphrase_predictions"]) == 1
+
+    # a kill during record 2: the last row is cut short -> it is dropped and redone, nothing duplicated
+    text = (out / "rows.jsonl").read_text().splitlines()
+    (out / "rows.jsonl").write_text(text[0] + "\n" + text[1][: len(text[1]) // 2])
+    evaluate(model, tok, ds, _cfg(corpus_file), out, settings=settings, cache_dir=tmp_path, show_progress=False)
+    again = [json.loads(x) for x in (out / "rows.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in again] == ["0", "1", "2"]
+    assert again[0] == rows[0]
+
+    with pytest.raises(ConfigError, match="different config"):
+        evaluate(model, tok, ds, _cfg(corpus_file, window=4), out, settings=settings, cache_dir=tmp_path,
+                 show_progress=False)
+
+    other = tmp_path / "run4"
+    evaluate(model, tok, ds, _cfg(corpus_file, window=4), other, settings=settings, cache_dir=tmp_path,
+             show_progress=False)
+    text = report([out, other])
+    assert "| memit+ | data | 3 |" in text and "code" in text and "char BLEU" in text
+    written = {p.name for p in plots([out, other], tmp_path / "plots")}
+    assert written == {"length.png", "categories.png", "chunk_sweep.png", "pareto.png"}
+    front = pareto([out, other])
+    assert front.count("| yes |") >= 1 and front.count("\n") == 3
+    assert load_run(out).rows == again
