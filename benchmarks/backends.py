@@ -7,7 +7,9 @@ default model. Prints a markdown table.
 Each method uses its preset for the model (``anyedit presets --method M``); "single" is the same preset
 with ``chunking.mode=none`` (one target, the whole answer, at the last prompt token, as the reference's
 baselines). Columns: ROUGE-L F1 of the greedy answer vs. the new answer, token agreement on unrelated probe
-prompts, whether "capital of France" still gives Paris, and the edit time.
+prompts, whether "capital of France" still gives Paris, and the edit time. Methods whose value settings
+are equal (memit and alphaedit) share the first round's value search (``ValueCache``): the time column of
+the second one does not include it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from anyedit.generation import generate
 from anyedit.locality import LocalityProbe
 from anyedit.preserve import builtin_prompts
 from anyedit.prompts import prepare_request
+from anyedit.values import ValueCache
 
 from edit_quality import load_records  # noqa: E402  (same directory)
 
@@ -40,6 +43,7 @@ def main() -> None:
     model, tok = anyedit.load_model()
     probe = LocalityProbe(model, tok, prompts=builtin_prompts("probe")[: args.probes], max_new_tokens=32)
     records = load_records(args.records, Path(args.data))
+    values = ValueCache()  # backends with the same value settings share the first round's vectors
     print("| method | mode | record | answer tokens | ROUGE-L F1 | probe tokens kept | Paris kept | edit s |")
     print("|---|---|---|---|---|---|---|---|")
     summary = {}
@@ -52,7 +56,7 @@ def main() -> None:
             for req in records:
                 n = len(prepare_request(tok, req, cfg.prompt).target_ids)
                 t = time.perf_counter()
-                res = anyedit.compute_edits(model, tok, req, cfg, show_progress=False)
+                res = anyedit.compute_edits(model, tok, req, cfg, show_progress=False, value_cache=values)
                 secs = time.perf_counter() - t
                 with res.applied(model):
                     ans = generate(model, tok, req.question, cfg.prompt, max_new_tokens=n + 16)[0]

@@ -51,8 +51,8 @@ def main() -> None:
     print(f"record {args.id} ({rec.get('category', '')}): prompt {prep.prompt_len} + answer {len(prep.target_ids)} "
           f"tokens, {len(chunks)} chunks of {args.window}, {steps} Adam steps in all, layer {args.layer}, "
           f"torch threads {torch.get_num_threads()}")
-    print(f"| implementation | seconds | s/step | speed-up |")
-    print(f"|---|---|---|---|")
+    print("| implementation | seconds | s/step | speed-up |")
+    print("|---|---|---|---|")
     print(f"| full recompute (reference) | {tf:.1f} | {tf / steps:.3f} | 1.0x |")
     print(f"| cached prefix + replayed lower layers | {tc:.1f} | {tc / steps:.3f} | {tf / tc:.1f}x |")
     print(f"after {args.steps} steps: max relative difference of the vectors {rel:.1e}; worst final chunk NLL "

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import gc
-import warnings
 
 import pytest
 import torch

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from anyedit.arch import ArchSpec, default_layers, get_spec, key_dim, register_arch, supported_model_types
 from anyedit.errors import UnsupportedArchitectureError

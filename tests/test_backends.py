@@ -158,3 +158,21 @@ def test_methods_refuse_what_they_do_not_support():
         EditConfig.from_dict({"method": "rome", "layers": [1, 2]})
     # switching to ft turns chunking off
     assert EditConfig().with_overrides({"method": "ft", "layers": [2]}).chunking.mode == "none"
+
+
+def test_value_cache_shares_vectors_between_backends_on_the_same_model_state(llama, corpus_file, tmp_path):
+    from anyedit.values import ValueCache
+
+    model, tok = llama
+    cache, vc = CovarianceCache(tmp_path, show_progress=False), ValueCache()
+    memit = anyedit.compute_edits(model, tok, REQ, _config("memit", corpus_file), stats_cache=cache,
+                                  show_progress=False, value_cache=vc)
+    fp = vc.fingerprint(model)
+    rome = anyedit.compute_edits(model, tok, REQ, _config("rome", corpus_file, layers=[2]), stats_cache=cache,
+                                 show_progress=False, value_cache=vc)
+    assert vc.hits == 1 and rome.reports == memit.reports
+    with memit.applied(model):  # another model state: searched again
+        assert vc.fingerprint(model) != fp
+        anyedit.compute_edits(model, tok, REQ, _config("rome", corpus_file, layers=[2]), stats_cache=cache,
+                              show_progress=False, value_cache=vc)
+    assert vc.hits == 1 and vc.fingerprint(model) == fp

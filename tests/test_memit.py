@@ -8,7 +8,7 @@ import torch
 import anyedit
 from anyedit import EditConfig, EditRequest
 from anyedit.arch import get_spec
-from anyedit.backends._linalg import split_keys, trace
+from anyedit.backends._linalg import trace
 from anyedit.deltas import Delta
 from anyedit.errors import EditApplyError, FingerprintMismatchError
 from anyedit.stats import CovarianceCache

@@ -25,7 +25,7 @@ from .prompts import context_length, prepare_request
 from .result import EditResult
 from .stats import CovarianceCache
 from .types import EditRequest
-from .values import search_values
+from .values import ValueCache, search_values
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +56,15 @@ def resolve_layers(model: nn.Module, config: EditConfig) -> tuple[tuple[int, ...
 def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict | Sequence[EditRequest | dict],
                   config: EditConfig | None = None, *, stats_cache: CovarianceCache | None = None,
                   cache_dir: str | Path | None = None, show_progress: bool = True,
-                  history: EditHistory | None = None) -> EditResult:
+                  history: EditHistory | None = None, value_cache: ValueCache | None = None) -> EditResult:
     """Compute the edit for ``requests`` without changing ``model``.
 
     ``config=None`` uses the measured preset for this model family and size (see ``presets.json``).
     Statistics are cached in ``stats_cache`` (or a new cache under ``cache_dir``).
     ``history``: for sequential editing, the keys of the edits applied before (AlphaEdit protects them);
     this edit's keys are added to it. Pass it only for edits you apply.
+    ``value_cache``: reuse value searches made on the same model state with the same settings (a
+    :class:`~anyedit.values.ValueCache`), e.g. to compare backends on identical vectors.
     """
     t_start = time.perf_counter()
     reqs = _as_requests(requests)
@@ -135,9 +137,18 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
             desc = "value search" + (f" (round {rnd + 1}/{config.rounds})" if config.rounds > 1 else "")
             values = []
             if uses_values:
+                fp = value_cache.fingerprint(model) if value_cache is not None else ""
                 with tqdm(total=total, desc=desc, unit="chunk", disable=not show_progress, leave=False) as bar:
-                    values = [search_values(model, spec, p.ids, p.prompt_len, c, z, config.value, progress=bar)
-                              for p, c in zip(prepared, chunks)]
+                    for p, c in zip(prepared, chunks):
+                        key = value_cache.key(fp, p.ids, c, z, config.value) if value_cache is not None else None
+                        v = value_cache.get(key) if value_cache is not None else None
+                        if v is None:
+                            v = search_values(model, spec, p.ids, p.prompt_len, c, z, config.value, progress=bar)
+                            if value_cache is not None:
+                                value_cache.put(key, v)
+                        else:
+                            bar.update(len(c))
+                        values.append(v)
             timings["value_search_s"] += time.perf_counter() - t0
             nll_now = [r.nll_before for v in values for r in v.reports]
             if rnd and (not uses_values or all(r.steps == 0 for v in values for r in v.reports)):

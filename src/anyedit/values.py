@@ -22,7 +22,7 @@ import copy
 import inspect
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +71,45 @@ class ValueTargets:
     @property
     def targets(self) -> torch.Tensor:
         return self.h_init + self.deltas
+
+
+class ValueCache:
+    """Memoises value searches across ``compute_edits`` calls (e.g. comparing backends on the same values).
+
+    An entry is keyed by a checksum of every parameter of the model (so an applied edit invalidates it), the
+    token ids, the chunks' anchors, the layer and the value config.
+    """
+
+    def __init__(self) -> None:
+        self._store: dict[tuple, ValueTargets] = {}
+        self.hits = 0
+
+    @staticmethod
+    @torch.no_grad()
+    def fingerprint(model: nn.Module) -> str:
+        import hashlib
+
+        h = hashlib.sha256()
+        for name, p in model.named_parameters():
+            flat = p.detach().reshape(-1).double()
+            ramp = torch.linspace(1.0, 2.0, flat.numel(), dtype=torch.float64, device=flat.device)
+            h.update(name.encode())
+            h.update(torch.stack([flat.sum(), (flat * ramp).sum(), flat.abs().max()]).cpu().numpy().tobytes())
+        return h.hexdigest()
+
+    def key(self, fingerprint: str, ids: Sequence[int], chunks: Sequence[Chunk], layer: int, cfg: ValueConfig) -> tuple:
+        import json
+
+        return (fingerprint, tuple(ids), tuple(tuple(c.anchors) + (c.start, c.end) for c in chunks), layer,
+                json.dumps(cfg.to_dict(), sort_keys=True))
+
+    def get(self, key: tuple) -> ValueTargets | None:
+        hit = self._store.get(key)
+        self.hits += hit is not None
+        return hit
+
+    def put(self, key: tuple, value: ValueTargets) -> None:
+        self._store[key] = value
 
 
 def _device(model: nn.Module) -> torch.device:
