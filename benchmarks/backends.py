@@ -5,8 +5,8 @@ default model. Prints a markdown table.
                                             [--modes chunked,single] [--probes 10]
 
 Each method uses its preset for the model (``anyedit presets --method M``); "single" is the same preset
-with ``chunking.mode=none`` (one target, the whole answer, at the last prompt token, as the reference's
-baselines). Columns: ROUGE-L F1 of the greedy answer vs. the new answer, token agreement on unrelated probe
+with ``chunking.mode=none`` and ``chunking.first_anchor=prompt_end`` (one target, the whole answer, at the
+last prompt token, as the reference's baselines). Columns: ROUGE-L F1 of the greedy answer vs. the new answer, token agreement on unrelated probe
 prompts, whether "capital of France" still gives Paris, and the edit time. Methods whose value settings
 are equal (memit and alphaedit) share the first round's value search (``ValueCache``): the time column of
 the second one does not include it.
@@ -51,7 +51,7 @@ def main() -> None:
         for mode in args.modes.split(","):
             cfg = anyedit.preset_config(model, method)
             if mode == "single":
-                cfg = cfg.with_overrides({"chunking.mode": "none"})
+                cfg = cfg.with_overrides({"chunking.mode": "none", "chunking.first_anchor": "prompt_end"})
             scores = []
             for req in records:
                 n = len(prepare_request(tok, req, cfg.prompt).target_ids)
