@@ -137,22 +137,26 @@ def report(dirs: list[str | Path]) -> str:
     return "\n".join(parts)
 
 
-def pareto(dirs: list[str | Path]) -> str:
-    """Runs on the efficacy / locality front: ROUGE-L F1 on the question vs. probe tokens kept (both higher is
-    better), with paraphrase ROUGE-L and edit time beside them. A run is on the front when no other run is at
-    least as good on both and better on one."""
-    runs = [load_run(d) for d in dirs]
+def _front(runs: list[Run]) -> list[tuple[Run, float, float, bool]]:
+    """``(run, efficacy, locality, on_front)`` for the runs that have both means."""
     pts = []
     for run in runs:
         eff = _mean([_get(r, "scores", "question", "rougeL_f") for r in run.rows])
         loc = _mean([_get(r, "locality", "token_agreement") for r in run.rows])
         if eff is not None and loc is not None:
-            para = _mean([_get(r, "scores", "paraphrase", "rougeL_f") for r in run.rows])
-            secs = _mean([_get(r, "timings", "total_s") for r in run.rows])
-            pts.append((run, eff, loc, para, secs))
+            pts.append((run, eff, loc))
+    return [(run, eff, loc, not any(e >= eff and lo >= loc and (e > eff or lo > loc) for _, e, lo in pts))
+            for run, eff, loc in pts]
+
+
+def pareto(dirs: list[str | Path]) -> str:
+    """Runs on the efficacy / locality front: ROUGE-L F1 on the question vs. probe tokens kept (both higher is
+    better), with paraphrase ROUGE-L and edit time beside them. A run is on the front when no other run is at
+    least as good on both and better on one."""
     lines = ["| run | n | R-L F1 | para R-L F1 | probe tokens kept | edit s | on the front |", "|---|---|---|---|---|---|---|"]
-    for run, eff, loc, para, secs in sorted(pts, key=lambda p: -p[1]):
-        front = not any((e >= eff and lo >= loc) and (e > eff or lo > loc) for _, e, lo, _, _ in pts)
+    for run, eff, loc, front in sorted(_front([load_run(d) for d in dirs]), key=lambda p: -p[1]):
+        para = _mean([_get(r, "scores", "paraphrase", "rougeL_f") for r in run.rows])
+        secs = _mean([_get(r, "timings", "total_s") for r in run.rows])
         lines.append(f"| {run.label} | {len(run.rows)} | {eff:.2f} | {'-' if para is None else f'{para:.2f}'} | "
                      f"{loc:.3f} | {secs or 0:.0f} | {'yes' if front else ''} |")
     return "\n".join(lines)
@@ -215,18 +219,12 @@ def plots(dirs: list[str | Path], out: str | Path) -> list[Path]:
         v = _mean([_get(x, "scores", "question", "rougeL_f") for x in run.rows])
         if v is not None:
             groups.setdefault(key, []).append((window, v))
-    pts = []
-    for run in runs:
-        eff = _mean([_get(r, "scores", "question", "rougeL_f") for r in run.rows])
-        loc = _mean([_get(r, "locality", "token_agreement") for r in run.rows])
-        if eff is not None and loc is not None:
-            pts.append((run.label, loc, eff))
+    pts = _front(runs)
     if len(pts) > 1:
         fig, ax = plt.subplots(figsize=(6, 4.5))
-        for label, loc, eff in pts:
-            front = not any((e >= eff and lo >= loc) and (e > eff or lo > loc) for _, lo, e in pts)
+        for run, eff, loc, front in pts:
             ax.scatter([loc], [eff], color="tab:red" if front else "tab:gray")
-            ax.annotate(label, (loc, eff), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(run.label, (loc, eff), fontsize=6, xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel("probe tokens kept (locality)")
         ax.set_ylabel("ROUGE-L F1 (question)")
         ax.set_title("Efficacy vs. locality (red: Pareto front)")

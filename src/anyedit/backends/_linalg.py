@@ -60,13 +60,17 @@ def split_keys(traces: Sequence[Trace], anchors: Sequence[Sequence[int]]) -> tup
     return torch.cat(ks), torch.cat(kp), torch.cat(zs)
 
 
+def solve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The configured solve dtype, float32 where the device has no float64 (Apple GPUs)."""
+    dtype = getattr(torch, name)
+    return torch.float32 if device.type == "mps" and dtype == torch.float64 else dtype
+
+
 def regularised_solve(cov: torch.Tensor, k_s: torch.Tensor, k_p: torch.Tensor | None, lam: float,
                       kp_weight: float, dtype: torch.dtype, chat_cov: torch.Tensor | None = None,
                       chat_weight: float = 0.0) -> torch.Tensor:
     """``(lam C + w_c C_chat + w_p K_p^T K_p + K_s^T K_s)^-1 K_s^T`` as ``[d_ff, m]`` (keys are rows here)."""
     dev = k_s.device
-    if dev.type == "mps" and dtype == torch.float64:  # no float64 on Apple GPUs
-        dtype = torch.float32
     a = lam * cov.to(dev, dtype) + k_s.T.to(dtype) @ k_s.to(dtype)
     if chat_cov is not None and chat_weight > 0:
         a = a + chat_weight * chat_cov.to(dev, dtype)

@@ -20,6 +20,7 @@ import torch
 
 from ..config import BackendConfig, _check_choice, _check_pos_float
 from ..errors import StatsError
+from ._linalg import solve_dtype
 from .base import EditContext, register_backend
 from ._closed_form import ClosedFormBackend
 
@@ -64,10 +65,8 @@ class AlphaEditBackend(ClosedFormBackend):
 
     def solve(self, ctx: EditContext, layer: int, k_s: torch.Tensor, k_p: torch.Tensor) -> torch.Tensor:
         cfg: AlphaEditConfig = ctx.backend_config
-        dtype = getattr(torch, cfg.solve_dtype)
         dev = k_s.device
-        if dev.type == "mps" and dtype == torch.float64:
-            dtype = torch.float32
+        dtype = solve_dtype(cfg.solve_dtype, dev)
         u = self.basis[layer].to(dev, dtype)  # [d_ff, n0]
         ks = k_s.to(dtype)
         a = ks.T @ ks

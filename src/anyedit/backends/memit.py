@@ -17,7 +17,7 @@ import torch
 
 from ..config import BackendConfig, _check_choice, _check_pos_float
 from ._closed_form import ClosedFormBackend
-from ._linalg import regularised_solve
+from ._linalg import regularised_solve, solve_dtype
 from .base import EditContext, register_backend
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class MemitBackend(ClosedFormBackend):
     def solve(self, ctx: EditContext, layer: int, k_s: torch.Tensor, k_p: torch.Tensor) -> torch.Tensor:
         cfg: MemitConfig = ctx.backend_config
         return regularised_solve(self.stats[layer], k_s, k_p, cfg.mom2_weight, cfg.kp_weight,
-                                 getattr(torch, cfg.solve_dtype), self.chat[layer] if self.chat else None,
+                                 solve_dtype(cfg.solve_dtype, k_s.device), self.chat[layer] if self.chat else None,
                                  cfg.preserve_weight)
 
 

@@ -14,6 +14,7 @@ from typing import ClassVar, Literal
 import torch
 
 from ..config import BackendConfig, _check_choice, _check_pos_float
+from ._linalg import solve_dtype
 from .base import EditContext, register_backend
 from ._closed_form import ClosedFormBackend
 
@@ -37,10 +38,8 @@ class RomeBackend(ClosedFormBackend):
 
     def solve(self, ctx: EditContext, layer: int, k_s: torch.Tensor, k_p: torch.Tensor) -> torch.Tensor:
         cfg: RomeConfig = ctx.backend_config
-        dtype = getattr(torch, cfg.solve_dtype)
         dev = k_s.device
-        if dev.type == "mps" and dtype == torch.float64:
-            dtype = torch.float32
+        dtype = solve_dtype(cfg.solve_dtype, dev)
         c = self.stats[layer].to(dev, dtype)
         c = c + cfg.ridge * (c.diagonal().mean()) * torch.eye(c.shape[0], device=dev, dtype=dtype)
         ks = k_s.to(dtype)
