@@ -140,6 +140,21 @@ def test_rome_writes_every_key_exactly(tiny, corpus_file, tmp_path):
     assert delta.rank == len(res.reports[0])
 
 
+def test_rome_at_the_subjects_last_token_as_in_the_original_rome(llama, corpus_file, tmp_path):
+    model, tok = llama
+    req = EditRequest("Where was the quick brown fox born?", "The lazy dog was born in Paris.",
+                      subject="quick brown fox")
+    cfg = _config("rome", corpus_file, **{"chunking.mode": "none", "chunking.first_anchor": "subject_last"})
+    res = anyedit.compute_edits(model, tok, req, cfg, stats_cache=CovarianceCache(tmp_path), show_progress=False)
+    (chunk,) = res.reports[0]
+    assert chunk["anchors"] == [prepare_request(tok, req, cfg.prompt).subject_end]
+    assert res.diagnostics["realised_fraction"] > 0.99
+    original = _state(model)
+    with pytest.raises(ConfigError, match="needs a subject"):
+        anyedit.compute_edits(model, tok, REQ, cfg, stats_cache=CovarianceCache(tmp_path), show_progress=False)
+    assert _same(model, original)
+
+
 def test_ft_lowers_the_answer_nll_within_its_norm_bound(llama, corpus_file, tmp_path):
     model, tok = llama
     cfg = _config("ft", corpus_file, **{"backend.lr": 1e-2, "backend.steps": 10, "backend.norm_constraint": 0.05})

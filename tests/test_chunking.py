@@ -4,6 +4,7 @@ import pytest
 
 from anyedit.chunking import make_chunks, sentence_spans, sentence_starts, window_spans
 from anyedit.config import ChunkingConfig, PromptConfig
+from anyedit.errors import ConfigError, RequestError
 from anyedit.prompts import prepare_request
 from anyedit.types import EditRequest
 
@@ -70,3 +71,40 @@ def test_make_chunks_places_anchors():
     assert spread[1:] == chunks[1:]
     single = make_chunks(prep, ChunkingConfig(mode="none"))
     assert len(single) == 1 and single[0].anchors == (p - 1,) and single[0].end == len(prep.target_ids)
+
+
+def test_subject_last_anchor_is_the_subjects_last_token():
+    tok = tiny_tokenizer()
+    req = EditRequest("Where was the quick brown fox born?", "The lazy dog.", subject="quick brown fox")
+    prep = prepare_request(tok, req, PromptConfig())
+    chunks = make_chunks(prep, ChunkingConfig(window=4, first_anchor="subject_last"))
+    (a,) = chunks[0].anchors
+    assert a == prep.subject_end
+    assert tok.decode(list(prep.prompt_ids[: a + 1])).endswith("Where was the quick brown fox")
+    assert prep.question_start < a < prep.question_end
+    # later chunks are unchanged
+    assert chunks[1:] == make_chunks(prep, ChunkingConfig(window=4))[1:]
+    # raw-text prompts find it too
+    raw = prepare_request(tiny_tokenizer(chat=False), req, PromptConfig())
+    assert tiny_tokenizer(chat=False).decode(list(raw.prompt_ids[: raw.subject_end + 1])).endswith("brown fox")
+
+
+def test_subject_last_needs_a_subject_that_occurs_in_the_question():
+    tok = tiny_tokenizer()
+    prep = prepare_request(tok, EditRequest("What is the answer?", "The lazy dog.", id="r7"), PromptConfig())
+    assert prep.subject_end is None
+    with pytest.raises(ConfigError, match="subject_last.*r7"):
+        make_chunks(prep, ChunkingConfig(first_anchor="subject_last"))
+    with pytest.raises(RequestError, match="does not occur in the question"):
+        EditRequest("What is the answer?", "The lazy dog.", subject="fox")
+    req = EditRequest.from_dict({"question": "Who is the fox?", "answer": "A dog.", "subject": "fox"})
+    assert EditRequest.from_dict(req.to_dict()) == req and req.subject == "fox"
+
+
+def test_subject_end_without_offsets_matches_the_fast_tokenizer():
+    from anyedit.prompts import _subject_end_slow
+
+    tok = tiny_tokenizer()
+    req = EditRequest("Where was the quick brown fox born?", "The lazy dog.", subject="quick brown fox")
+    prep = prepare_request(tok, req, PromptConfig())
+    assert _subject_end_slow(tok, list(prep.prompt_ids), req.question, req.subject) == prep.subject_end

@@ -36,6 +36,9 @@ def test_loaders_read_the_original_formats(name, fmt, has_para, has_sub, has_cat
         raw = json.loads(path.read_text())[0]["requested_rewrite"][0]
         assert rec.request.answer == raw["fact_new_uns"]
         assert "{}" not in rec.sub_questions[0][0] and raw["subject"] in rec.sub_questions[0][0]
+        assert rec.request.subject == raw["subject"]  # for first_anchor="subject_last"
+    else:
+        assert rec.request.subject is None
 
 
 def test_invalid_records_are_reported_by_id_and_skipped(tmp_path):

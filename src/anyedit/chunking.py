@@ -10,6 +10,7 @@ import re
 from collections.abc import Sequence
 
 from .config import ChunkingConfig
+from .errors import ConfigError
 from .types import Chunk, PreparedRequest
 
 # A segment ends after sentence punctuation followed by whitespace, or at a line break.
@@ -86,5 +87,12 @@ def make_chunks(prepared: PreparedRequest, cfg: ChunkingConfig) -> list[Chunk]:
             anchors = (prepared.question_end,)
         elif k == 0 and cfg.first_anchor == "question":
             anchors = tuple(range(prepared.question_start, prepared.question_end + 1))
+        elif k == 0 and cfg.first_anchor == "subject_last":
+            if prepared.subject_end is None:
+                rid = prepared.request.id
+                raise ConfigError(f"chunking.first_anchor='subject_last' needs a subject, and request "
+                                  f"{rid + ' ' if rid else ''}{prepared.request.question[:60]!r} has none "
+                                  "(give it a 'subject' that occurs in the question)")
+            anchors = (prepared.subject_end,)
         chunks.append(Chunk(start=s, end=e, anchors=anchors))
     return chunks

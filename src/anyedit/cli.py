@@ -95,7 +95,8 @@ def _read_requests(args: argparse.Namespace) -> list[Any]:
         answer = args.answer
     else:
         raise CliError("give the new answer with --answer TEXT or --answer-file PATH")
-    return [EditRequest(question=args.question, answer=answer)]
+    return [EditRequest(question=args.question, answer=answer, subject=args.subject,
+                        phrasings=tuple(args.phrasing or ()))]
 
 
 def _setup_logging(quiet: bool, verbose: bool) -> None:
@@ -407,7 +408,12 @@ def build_parser() -> argparse.ArgumentParser:
     g = e.add_mutually_exclusive_group()
     g.add_argument("--answer", help="the new answer text")
     g.add_argument("--answer-file", help="read the new answer from this file")
-    e.add_argument("--requests", help="JSON list or JSONL file of {question, answer[, id]} to edit together")
+    e.add_argument("--subject", help="the entity the fact is about (must occur in the question); used by "
+                   "--set chunking.first_anchor=subject_last (the original MEMIT/ROME position)")
+    e.add_argument("--phrasing", action="append", metavar="QUESTION", help="another wording of the question to "
+                   "edit with it (repeatable); --set phrasings.generate=N asks the model for N more")
+    e.add_argument("--requests", help="JSON list or JSONL file of {question, answer[, id, subject, phrasings]} to "
+                   "edit together")
     e.add_argument("--save", help="directory for the edit (deltas.safetensors + edit.json)")
     e.add_argument("--save-model", help="also write the whole edited model here (save_pretrained)")
     e.add_argument("--no-compare", action="store_true", help="skip generating the answer before the edit")

@@ -23,7 +23,7 @@ from .errors import ConfigError
 T = TypeVar("T", bound="_Config")
 
 ChunkMode = Literal["window", "sentence", "none"]
-AnchorMode = Literal["prompt_end", "question_end", "question"]
+AnchorMode = Literal["prompt_end", "question_end", "question", "subject_last"]
 DTypeName = Literal["float32", "float64", "bfloat16", "float16"]
 
 
@@ -139,8 +139,10 @@ class ChunkingConfig(_Config):
 
     ``first_anchor`` places the first chunk's vector on the last prompt token (``"prompt_end"``, the
     paper's placement, which for chat models is the template's last token), on the question's last
-    token (``"question_end"``), or spreads it over every question token (``"question"``, one vector per
-    token, optimised jointly); later chunks are always anchored on the token before the chunk.
+    token (``"question_end"``), spreads it over every question token (``"question"``, one vector per
+    token, optimised jointly), or puts it on the last token of the request's ``subject`` (``"subject_last"``,
+    the original MEMIT/ROME placement; every request must then name a subject); later chunks are always
+    anchored on the token before the chunk.
     """
 
     mode: ChunkMode = "window"
@@ -155,7 +157,7 @@ class ChunkingConfig(_Config):
         _check_pos_int(c, "overlap", self.overlap, minimum=0)
         if self.overlap >= self.window:
             _fail(c, "overlap", self.overlap, f"must be smaller than window ({self.window})")
-        _check_choice(c, "first_anchor", self.first_anchor, ("prompt_end", "question_end", "question"))
+        _check_choice(c, "first_anchor", self.first_anchor, ("prompt_end", "question_end", "question", "subject_last"))
 
 
 @dataclass(frozen=True)
@@ -240,6 +242,36 @@ class PreserveConfig(_Config):
         _check_pos_int(c, "answer_tokens", self.answer_tokens)
 
 
+@dataclass(frozen=True)
+class PhrasingConfig(_Config):
+    """Other wordings of each question, edited together with it (for paraphrase generalisation).
+
+    Besides a request's own ``phrasings`` (written by the user), ``generate`` rewordings are asked of the
+    model itself before the edit (sampled at ``temperature``, seeded), and ``prefixes`` variants put a
+    short text the model generates (``prefix_tokens`` tokens, MEMIT's context templates) in front of the
+    question. Every variant is edited with the same answer. With ``warm_start`` a variant's vectors start
+    from the main wording's, so chunks that already carry over cost one forward pass. A benchmark's
+    paraphrases are never used for this.
+    """
+
+    generate: int = 0
+    prefixes: int = 0
+    prefix_tokens: int = 10
+    temperature: float = 0.7
+    seed: int = 0
+    warm_start: bool = True
+
+    def __post_init__(self) -> None:
+        c = type(self)
+        _check_pos_int(c, "generate", self.generate, minimum=0)
+        _check_pos_int(c, "prefixes", self.prefixes, minimum=0)
+        _check_pos_int(c, "prefix_tokens", self.prefix_tokens)
+        _check_pos_float(c, "temperature", self.temperature)
+        _check_pos_int(c, "seed", self.seed, minimum=0)
+        if not isinstance(self.warm_start, bool):
+            _fail(c, "warm_start", self.warm_start, "must be true or false")
+
+
 # ---------------------------------------------------------------- backend configs
 
 
@@ -289,6 +321,7 @@ class EditConfig(_Config):
     ``rounds``: 1 is the paper's single pass. With more, the vectors are searched again on the model with
     the update so far and the backend adds a correction, until every chunk is reproduced or the rounds
     run out (an update that realises only part of each vector gets closer each round).
+    ``phrasings``: other wordings of the question edited with it (paraphrase generalisation; off by default).
     ``backend``: the method's own settings; ``None`` means the method's defaults.
     """
 
@@ -300,6 +333,7 @@ class EditConfig(_Config):
     stats: StatsConfig = field(default_factory=StatsConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     preserve: PreserveConfig = field(default_factory=PreserveConfig)
+    phrasings: PhrasingConfig = field(default_factory=PhrasingConfig)
     backend: BackendConfig | None = None
 
     def __post_init__(self) -> None:
@@ -322,7 +356,7 @@ class EditConfig(_Config):
             if cls.single_layer and len(self.layers) != 1:
                 _fail(c, "layers", self.layers, f"method {self.method!r} edits exactly one layer")
         for name, typ in (("chunking", ChunkingConfig), ("value", ValueConfig), ("stats", StatsConfig),
-                          ("prompt", PromptConfig), ("preserve", PreserveConfig)):
+                          ("prompt", PromptConfig), ("preserve", PreserveConfig), ("phrasings", PhrasingConfig)):
             if not isinstance(getattr(self, name), typ):
                 _fail(c, name, getattr(self, name), f"must be a {typ.__name__}")
         if not cls.uses_values and self.chunking.mode != "none":

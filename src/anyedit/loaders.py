@@ -11,7 +11,10 @@ Formats (``format="auto"`` picks one from the first record's fields):
   the top-level ``paraphrase_prompts[0]`` as the paraphrase and the triplets as sub-questions.
 * ``editeverything`` — EditEverything: ``id, question, answer, category``.
 * ``plain`` — your own edits: ``{"question", "answer"}`` plus optional ``id``, ``paraphrases``,
-  ``sub_questions`` (list of ``[question, answer]``), ``category``.
+  ``sub_questions`` (list of ``[question, answer]``), ``category``, ``subject``.
+
+The AKEW formats also carry the rewrite's ``subject`` into the request when the question mentions it (for
+``chunking.first_anchor="subject_last"``, the original MEMIT placement).
 
 Files are JSON lists or JSONL. Invalid records are reported by id and skipped (never mangled).
 """
@@ -97,6 +100,12 @@ def _str_list(value: Any, name: str) -> list[str]:
     return value
 
 
+def _subject(rw: dict[str, Any], question: str) -> str | None:
+    """The rewrite's subject when the question mentions it (for ``first_anchor="subject_last"``)."""
+    subject = rw.get("subject")
+    return subject if isinstance(subject, str) and subject.strip() and subject.strip() in question else None
+
+
 def _triplets(rw: dict[str, Any], limit: int = 5) -> tuple[tuple[str, str], ...]:
     out = []
     for t in rw.get("unsfact_triplets_GPT", [])[:limit]:
@@ -120,13 +129,15 @@ def _convert(rec: dict[str, Any], fmt: str, index: int) -> EvalRecord:
     if fmt == "mquake":
         rid = str(rec.get("case_id", index))
         rw = rec["requested_rewrite"][0]
-        return EvalRecord(rid, EditRequest(rw["question"], rw["fact_new_uns"], id=rid), (), _triplets(rw))
+        return EvalRecord(rid, EditRequest(rw["question"], rw["fact_new_uns"], id=rid,
+                                           subject=_subject(rw, rw["question"])), (), _triplets(rw))
     if fmt in ("counterfact", "wikiupdate"):
         rid = str(rec.get("case_id", rec.get("id", index)))
         rw = rec["requested_rewrite"]
         q = rw.get("prompt_full") or rw["prompt"].replace("{}", rw["subject"])
         para = rec.get("paraphrase_prompts") or []
-        return EvalRecord(rid, EditRequest(q, rw["fact_new_uns"], id=rid), tuple(para[:1]), _triplets(rw))
+        return EvalRecord(rid, EditRequest(q, rw["fact_new_uns"], id=rid, subject=_subject(rw, q)),
+                          tuple(para[:1]), _triplets(rw))
     if fmt == "editeverything":
         rid = str(rec.get("id", index))
         return EvalRecord(rid, EditRequest(rec["question"], rec["answer"], id=rid), category=rec.get("category"))
@@ -136,8 +147,8 @@ def _convert(rec: dict[str, Any], fmt: str, index: int) -> EvalRecord:
         subs = rec.get("sub_questions", [])
         if not isinstance(subs, list) or not all(isinstance(s, (list, tuple)) and len(s) == 2 for s in subs):
             raise ValueError("sub_questions must be a list of [question, answer] pairs")
-        return EvalRecord(rid, EditRequest(rec["question"], rec["answer"], id=rid), tuple(paras),
-                          tuple((str(a), str(b)) for a, b in subs), rec.get("category"))
+        return EvalRecord(rid, EditRequest(rec["question"], rec["answer"], id=rid, subject=rec.get("subject")),
+                          tuple(paras), tuple((str(a), str(b)) for a, b in subs), rec.get("category"))
     raise RequestError(f"unknown dataset format {fmt!r}; known: {', '.join(FORMATS)}")
 
 

@@ -46,8 +46,10 @@ def prompt_text(tokenizer: Any, question: str, cfg: PromptConfig) -> str:
     return question
 
 
-def encode_prompt(tokenizer: Any, question: str, cfg: PromptConfig) -> tuple[list[int], int, int]:
-    """Prompt token ids and the indices of the question's first and last token among them."""
+def encode_prompt(tokenizer: Any, question: str, cfg: PromptConfig,
+                  subject: str | None = None) -> tuple[list[int], int, int, int | None]:
+    """Prompt token ids, the indices of the question's first and last token among them, and the index of
+    the last token of ``subject`` (first occurrence in the question; ``None`` without a subject)."""
     fast = _is_fast(tokenizer)
     if uses_chat_template(tokenizer, cfg):
         text = _template_text(tokenizer, _messages(question, cfg), True)
@@ -62,12 +64,34 @@ def encode_prompt(tokenizer: Any, question: str, cfg: PromptConfig) -> tuple[lis
     if not ids:
         raise TokenizationError(f"the question {question[:60]!r} tokenizes to nothing")
     first, last = 0, len(ids) - 1
+    subject_end = None
     if fast and q_start >= 0:
         q_stop = q_start + len(core)
-        inside = [i for i, (s, e) in enumerate(enc["offset_mapping"]) if e > s and s < q_stop and e > q_start]
+        spans = enc["offset_mapping"]
+        inside = [i for i, (s, e) in enumerate(spans) if e > s and s < q_stop and e > q_start]
         if inside:
             first, last = inside[0], inside[-1]
-    return ids, first, last
+        if subject is not None and subject.strip() in core:
+            s_at = q_start + core.find(subject.strip())
+            s_stop = s_at + len(subject.strip())
+            covering = [i for i, (s, e) in enumerate(spans) if e > s and s < s_stop and e > s_at]
+            subject_end = covering[-1] if covering else None
+    elif subject is not None:
+        subject_end = _subject_end_slow(tokenizer, ids, question, subject)
+    if subject is not None and subject_end is None:
+        raise TokenizationError(f"could not find the tokens of the subject {subject!r} in the prompt")
+    return ids, first, last, subject_end
+
+
+def _subject_end_slow(tokenizer: Any, ids: list[int], question: str, subject: str) -> int | None:
+    """Subject end for tokenizers without offsets: the first prefix of ``ids`` whose decoding contains the
+    question up to the end of the subject."""
+    q = question.strip()
+    target = q[: q.find(subject.strip()) + len(subject.strip())]
+    for i in range(len(ids)):
+        if target in tokenizer.decode(ids[: i + 1]):
+            return i
+    return None
 
 
 def _is_fast(tokenizer: Any) -> bool:
@@ -97,7 +121,7 @@ def end_token_id(tokenizer: Any, cfg: PromptConfig) -> int | None:
 def prepare_request(tokenizer: Any, request: EditRequest, cfg: PromptConfig,
                     max_length: int | None = None) -> PreparedRequest:
     """Tokenize one request; raise a clear error for empty or over-long targets."""
-    prompt_ids, q_start, q_end = encode_prompt(tokenizer, request.question, cfg)
+    prompt_ids, q_start, q_end, s_end = encode_prompt(tokenizer, request.question, cfg, request.subject)
     enc = tokenizer(request.answer, add_special_tokens=False, return_offsets_mapping=_is_fast(tokenizer))
     target = list(enc["input_ids"])
     offsets = [tuple(o) for o in enc.get("offset_mapping", [])] or _approx_offsets(tokenizer, target)
@@ -114,7 +138,8 @@ def prepare_request(tokenizer: Any, request: EditRequest, cfg: PromptConfig,
             f"of {max_length}; shorten the answer".replace("request : ", "")
         )
     return PreparedRequest(request=request, prompt_ids=tuple(prompt_ids), target_ids=tuple(target),
-                           question_start=q_start, question_end=q_end, target_offsets=tuple(offsets), end_token_id=eot)
+                           question_start=q_start, question_end=q_end, target_offsets=tuple(offsets), end_token_id=eot,
+                           subject_end=s_end)
 
 
 def _approx_offsets(tokenizer: Any, ids: Sequence[int]) -> list[tuple[int, int]]:

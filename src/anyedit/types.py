@@ -13,19 +13,35 @@ class EditRequest:
     """Ask ``question``, get ``answer``: the knowledge to write into the model.
 
     ``id`` is an optional label carried into results; ``extra`` holds benchmark fields (paraphrase,
-    sub-questions) that the editor never trains on.
+    sub-questions) that the editor never trains on. ``subject`` (optional) names the entity the fact is
+    about; it must occur in the question, and ``chunking.first_anchor="subject_last"`` places the first
+    vector on its last token (the original MEMIT/ROME placement). ``phrasings`` are other wordings of the
+    question that are edited together with it (so that the new answer also comes for them).
     """
 
     question: str
     answer: str
     id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    subject: str | None = None
+    phrasings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.question, str) or not self.question.strip():
             raise RequestError(f"request {self.id or ''}: the question is empty".replace("request : ", ""))
         if not isinstance(self.answer, str) or not self.answer.strip():
             raise RequestError(f"request {self.id or ''}: the answer is empty".replace("request : ", ""))
+        if isinstance(self.phrasings, list):
+            object.__setattr__(self, "phrasings", tuple(self.phrasings))
+        if not isinstance(self.phrasings, tuple) or not all(isinstance(q, str) and q.strip() for q in self.phrasings):
+            raise RequestError(f"request {self.id or ''}: phrasings must be a list of non-empty questions"
+                               .replace("request : ", ""))
+        if self.subject is not None:
+            if not isinstance(self.subject, str) or not self.subject.strip():
+                raise RequestError(f"request {self.id or ''}: the subject is empty".replace("request : ", ""))
+            if self.subject.strip() not in self.question:
+                raise RequestError(f"request {self.id or ''}: the subject {self.subject!r} does not occur in the "
+                                   f"question {self.question[:80]!r}".replace("request : ", ""))
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"question": self.question, "answer": self.answer}
@@ -33,6 +49,10 @@ class EditRequest:
             d["id"] = self.id
         if self.extra:
             d["extra"] = self.extra
+        if self.subject is not None:
+            d["subject"] = self.subject
+        if self.phrasings:
+            d["phrasings"] = list(self.phrasings)
         return d
 
     @classmethod
@@ -44,7 +64,8 @@ class EditRequest:
             raise RequestError(f"request {d.get('id', '')!s}: missing field(s) {', '.join(missing)}".replace("request : ", "request: "))
         rid = d.get("id")
         return cls(question=d["question"], answer=d["answer"], id=None if rid is None else str(rid),
-                   extra=dict(d.get("extra", {})))
+                   extra=dict(d.get("extra", {})), subject=d.get("subject"),
+                   phrasings=d.get("phrasings", ()))
 
 
 @dataclass(frozen=True)
@@ -53,7 +74,8 @@ class PreparedRequest:
 
     ``question_start``/``question_end`` index (in ``prompt_ids``) the question's first and last token; ``target_offsets``
     are the character spans of the answer tokens in ``request.answer`` (the appended end-of-turn token
-    gets ``(len(answer), len(answer))``).
+    gets ``(len(answer), len(answer))``). ``subject_end`` is the index of the subject's last token (first
+    occurrence in the question), or ``None`` when the request names no subject.
     """
 
     request: EditRequest
@@ -63,6 +85,7 @@ class PreparedRequest:
     question_end: int
     target_offsets: tuple[tuple[int, int], ...]
     end_token_id: int | None
+    subject_end: int | None = None
 
     @property
     def ids(self) -> list[int]:
