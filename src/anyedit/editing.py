@@ -18,6 +18,7 @@ from .config import EditConfig
 from .backends import BackendOutput
 from .deltas import Delta, apply_deltas, get_param, restore, tensor_sha256
 from .errors import ConfigError, EditApplyError, RequestError
+from .phrasings import expand_requests
 from .presets import preset_config
 from .history import EditHistory
 from .preserve import chat_source
@@ -76,7 +77,18 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
     layers, z = resolve_layers(model, config)
     backend = get_backend(config.method)
     max_len = context_length(model, tokenizer)
-    prepared = [prepare_request(tokenizer, r, config.prompt, max_len) for r in reqs]
+    for r in reqs:  # validate the user's requests before any generation
+        make_chunks(prepare_request(tokenizer, r, config.prompt, max_len), config.chunking)
+    ph = config.phrasings
+    t_ph = time.perf_counter()
+    if any(r.phrasings for r in reqs) or ph.generate or ph.prefixes:
+        expanded = expand_requests(model, tokenizer, reqs, ph,
+                                   need_subject=config.chunking.first_anchor == "subject_last")
+    else:
+        expanded = [(r, i) for i, r in enumerate(reqs)]
+    main_of = [i for _, i in expanded]
+    t_ph = time.perf_counter() - t_ph
+    prepared = [prepare_request(tokenizer, r, config.prompt, max_len) for r, _ in expanded]
     chunks = [make_chunks(p, config.chunking) for p in prepared]
     if stats_cache is None:
         from .models import default_cache_dir
@@ -139,16 +151,26 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
             if uses_values:
                 fp = value_cache.fingerprint(model) if value_cache is not None else ""
                 with tqdm(total=total, desc=desc, unit="chunk", disable=not show_progress, leave=False) as bar:
-                    for p, c in zip(prepared, chunks):
+                    main_values: dict[int, Any] = {}
+                    for p, c, m in zip(prepared, chunks, main_of):
+                        init = None
+                        if m in main_values and ph.warm_start:  # a variant: start from its main wording's vectors
+                            init = [d if d.shape[0] == len(ck.anchors) else None
+                                    for d, ck in zip(main_values[m].chunk_deltas(), c)]
                         key = value_cache.key(fp, p.ids, c, z, config.value) if value_cache is not None else None
+                        if key is not None and init is not None:
+                            key = (*key, "warm-start", value_cache.key(fp, prepared[main_of.index(m)].ids,
+                                                                      chunks[main_of.index(m)], z, config.value))
                         v = value_cache.get(key) if value_cache is not None else None
                         if v is None:
-                            v = search_values(model, spec, p.ids, p.prompt_len, c, z, config.value, progress=bar)
+                            v = search_values(model, spec, p.ids, p.prompt_len, c, z, config.value, progress=bar,
+                                              init=init)
                             if value_cache is not None:
                                 value_cache.put(key, v)
                         else:
                             bar.update(len(c))
                         values.append(v)
+                        main_values.setdefault(m, v)
             timings["value_search_s"] += time.perf_counter() - t0
             nll_now = [r.nll_before for v in values for r in v.reports]
             if rnd and (not uses_values or all(r.steps == 0 for v in values for r in v.reports)):
@@ -170,6 +192,8 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
     finally:
         restore(model, backup)
     timings["statistics_s"] = stats_time[0]
+    if len(expanded) > len(reqs):
+        timings["phrasings_s"] = t_ph
     diagnostics.update({k: v for k, v in diagnostics["rounds"][0].items() if k != "chunk_nll_before"})
     values = first_values
     out = BackendOutput(deltas, diagnostics)
@@ -180,7 +204,13 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
     if history is not None:
         history.add(edited_keys)
     timings["total_s"] = time.perf_counter() - t_start
-    reports = [[r.to_dict() for r in v.reports] for v in values]
+    is_main = [main_of.index(m) == k for k, m in enumerate(main_of)]
+    reports = [[r.to_dict() for r in v.reports] for v, main in zip(values, is_main) if main]
+    if len(expanded) > len(reqs):
+        out.diagnostics["phrasings"] = [[r.question for (r, m), main in zip(expanded, is_main) if m == i and not main]
+                                        for i in range(len(reqs))]
+        out.diagnostics["phrasing_reports"] = [[r.to_dict() for r in v.reports]
+                                               for v, main in zip(values, is_main) if not main]
     log.info("edit computed in %.1f s (value search %.1f s, statistics %.1f s, update %.1f s)",
              timings["total_s"], timings["value_search_s"], timings["statistics_s"], timings["update_s"])
     return EditResult(deltas=out.deltas, config=config, requests=reqs, base_model=model_identity(model),

@@ -72,6 +72,10 @@ class ValueTargets:
     def targets(self) -> torch.Tensor:
         return self.h_init + self.deltas
 
+    def chunk_deltas(self) -> list[torch.Tensor]:
+        """The vectors split by chunk (``[n_anchors, hidden]`` each, in chunk order)."""
+        return list(torch.split(self.deltas, [len(r.anchors) for r in self.reports]))
+
 
 class ValueCache:
     """Memoises value searches across ``compute_edits`` calls (e.g. comparing backends on the same values).
@@ -132,11 +136,13 @@ def _output_cache(out: Any) -> Any:
 
 def search_values(model: nn.Module, spec: ArchSpec, ids: Sequence[int], prompt_len: int,
                   chunks: Sequence[Chunk], layer: int, cfg: ValueConfig,
-                  progress: Any | None = None, anchor_weights: dict[int, float] | None = None) -> ValueTargets:
+                  progress: Any | None = None, anchor_weights: dict[int, float] | None = None,
+                  init: Sequence[torch.Tensor | None] | None = None) -> ValueTargets:
     """Optimise the vectors of all chunks of one request, in order. The model is not modified.
 
     ``anchor_weights`` (optional, position -> weight) scales the weight decay of individual anchors, so that
-    a chunk with several anchors puts its change where it is cheap.
+    a chunk with several anchors puts its change where it is cheap. ``init`` (optional, per chunk) starts
+    a chunk's vectors from the given ``[n_anchors, hidden]`` tensor instead of zero (warm start).
     """
     device = _device(model)
     seq = torch.tensor([list(ids)], device=device)
@@ -149,7 +155,7 @@ def search_values(model: nn.Module, spec: ArchSpec, ids: Sequence[int], prompt_l
     reports: list[ChunkReport] = []
     try:
         with frozen(model):
-            for chunk in chunks:
+            for k, chunk in enumerate(chunks):
                 t0 = time.perf_counter()
                 last = prompt_len + chunk.end - 2  # last position whose logits we need
                 labels = seq[0, prompt_len + chunk.start: last + 2]
@@ -157,7 +163,7 @@ def search_values(model: nn.Module, spec: ArchSpec, ids: Sequence[int], prompt_l
                 step_fn, h = (_cached_step if cfg.cache_prefix else _full_step)(
                     model, seq, layer_path, layer, spec, chunk, last, prev)
                 weights = torch.tensor([(anchor_weights or {}).get(a, 1.0) for a in chunk.anchors], device=h.device)
-                delta, rep = _optimise(step_fn, h, labels, cfg, weights)
+                delta, rep = _optimise(step_fn, h, labels, cfg, weights, None if init is None else init[k])
                 reports.append(ChunkReport(start=chunk.start, end=chunk.end, anchors=list(chunk.anchors),
                                            seconds=time.perf_counter() - t0, **rep))
                 h_rows.extend(h)
@@ -175,15 +181,20 @@ def search_values(model: nn.Module, spec: ArchSpec, ids: Sequence[int], prompt_l
 
 
 def _optimise(step_fn: Any, h: torch.Tensor, labels: torch.Tensor, cfg: ValueConfig,
-              weights: torch.Tensor) -> tuple[torch.Tensor, dict]:
+              weights: torch.Tensor, init: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """Adam on ``delta [n_anchors, hidden]``; loss = NLL + sum_i w_i wd |delta_i| / |h_i|^2; per-row clamp.
 
     Stops when the loss is below ``stop_loss`` and (if set) every token's NLL is below ``stop_token_nll``.
     """
-    delta = torch.zeros_like(h, requires_grad=True)
-    opt = torch.optim.Adam([delta], lr=cfg.lr)
     h_norm = h.norm(dim=1)
     max_norm = cfg.clamp_norm * h_norm
+    if init is not None and init.shape == h.shape:
+        start = init.to(h.device, h.dtype)
+        start = start * (max_norm / start.norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)[:, None]
+        delta = start.clone().requires_grad_(True)
+    else:
+        delta = torch.zeros_like(h, requires_grad=True)
+    opt = torch.optim.Adam([delta], lr=cfg.lr)
     first: tuple[float, float] | None = None
     steps = 0
     for it in range(cfg.max_steps + 1):
