@@ -99,11 +99,15 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
 
     stats_time = [0.0]
 
-    def stats(ls: Sequence[int]) -> dict:
-        t = time.perf_counter()
-        out = stats_cache.get(model, tokenizer, spec, ls, config.stats)
-        stats_time[0] += time.perf_counter() - t
-        return out
+    def timed(fn: Any) -> Any:
+        """``fn`` with its run time added to the statistics time (kept out of the update time)."""
+        def run(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                stats_time[0] += time.perf_counter() - t
+        return run
 
     sources: dict[str, Any] = {}
 
@@ -113,24 +117,11 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
                                           config.stats.dtype)
         return sources["chat"]
 
-    def chat_stats(ls: Sequence[int]) -> dict:
-        t = time.perf_counter()
-        out = stats_cache.get_source(model, spec, ls, chat())
-        stats_time[0] += time.perf_counter() - t
-        return out
-
-    def preserve_rows() -> list[list[int]]:
-        t = time.perf_counter()
-        rows = list(chat().rows())
-        stats_time[0] += time.perf_counter() - t
-        return rows
-
-    def null_basis(ls: Sequence[int], threshold: float, chat_weight: float = 0.0) -> dict:
-        t = time.perf_counter()
-        extra = (chat(), chat_weight) if chat_weight > 0 else None
-        out = stats_cache.null_basis(model, tokenizer, spec, ls, config.stats, threshold, extra)
-        stats_time[0] += time.perf_counter() - t
-        return out
+    stats = timed(lambda ls: stats_cache.get(model, tokenizer, spec, ls, config.stats))
+    chat_stats = timed(lambda ls: stats_cache.get_source(model, spec, ls, chat()))
+    preserve_rows = timed(lambda: list(chat().rows()))
+    null_basis = timed(lambda ls, threshold, chat_weight=0.0: stats_cache.null_basis(
+        model, tokenizer, spec, ls, config.stats, threshold, (chat(), chat_weight) if chat_weight > 0 else None))
 
     uses_values = type(config.backend).uses_values
     deltas: dict[str, Delta] = {}
