@@ -27,7 +27,8 @@ class Delta:
         if (self.dense is None) == (self.a is None or self.b is None):
             raise ValueError("a Delta is either low-rank (a and b) or dense")
         if self.dense is None and (self.a.ndim != 2 or self.b.ndim != 2 or self.a.shape[1] != self.b.shape[1]):
-            raise ValueError(f"low-rank factors must be [m, r] and [n, r], got {tuple(self.a.shape)} and {tuple(self.b.shape)}")
+            raise ValueError(f"low-rank factors must be [m, r] and [n, r], got {tuple(self.a.shape)} and "
+                             f"{tuple(self.b.shape)}")
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from .config import PromptConfig
 from .errors import ConfigError, TokenizationError
-from .types import EditRequest, PreparedRequest
+from .types import EditRequest, PreparedRequest, where
 
 _SENTINEL = "\u2063ANYEDIT_SENTINEL\u2063"
 
@@ -126,7 +126,7 @@ def prepare_request(tokenizer: Any, request: EditRequest, cfg: PromptConfig,
     target = list(enc["input_ids"])
     offsets = [tuple(o) for o in enc.get("offset_mapping", [])] or _approx_offsets(tokenizer, target)
     if not target:
-        raise TokenizationError(f"request {request.id or ''}: the answer tokenizes to nothing".replace("request : ", ""))
+        raise TokenizationError(f"{where(request.id)}the answer tokenizes to nothing")
     eot = end_token_id(tokenizer, cfg)
     if eot is not None:
         target.append(eot)
@@ -134,8 +134,8 @@ def prepare_request(tokenizer: Any, request: EditRequest, cfg: PromptConfig,
     total = len(prompt_ids) + len(target)
     if max_length is not None and total > max_length:
         raise TokenizationError(
-            f"request {request.id or ''}: prompt + answer are {total} tokens, more than the model's context "
-            f"of {max_length}; shorten the answer".replace("request : ", "")
+            f"{where(request.id)}prompt + answer are {total} tokens, more than the model's context "
+            f"of {max_length}; shorten the answer"
         )
     return PreparedRequest(request=request, prompt_ids=tuple(prompt_ids), target_ids=tuple(target),
                            question_start=q_start, question_end=q_end, target_offsets=tuple(offsets), end_token_id=eot,

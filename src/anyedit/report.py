@@ -153,7 +153,8 @@ def pareto(dirs: list[str | Path]) -> str:
     """Runs on the efficacy / locality front: ROUGE-L F1 on the question vs. probe tokens kept (both higher is
     better), with paraphrase ROUGE-L and edit time beside them. A run is on the front when no other run is at
     least as good on both and better on one."""
-    lines = ["| run | n | R-L F1 | para R-L F1 | probe tokens kept | edit s | on the front |", "|---|---|---|---|---|---|---|"]
+    lines = ["| run | n | R-L F1 | para R-L F1 | probe tokens kept | edit s | on the front |",
+             "|---|---|---|---|---|---|---|"]
     for run, eff, loc, front in sorted(_front([load_run(d) for d in dirs]), key=lambda p: -p[1]):
         para = _mean([_get(r, "scores", "paraphrase", "rougeL_f") for r in run.rows])
         secs = _mean([_get(r, "timings", "total_s") for r in run.rows])

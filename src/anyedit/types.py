@@ -8,6 +8,11 @@ from typing import Any
 from .errors import RequestError
 
 
+def where(rid: str | None) -> str:
+    """``"request ID: "`` for error messages, or nothing when the request has no id."""
+    return f"request {rid}: " if rid else ""
+
+
 @dataclass(frozen=True)
 class EditRequest:
     """Ask ``question``, get ``answer``: the knowledge to write into the model.
@@ -28,20 +33,19 @@ class EditRequest:
 
     def __post_init__(self) -> None:
         if not isinstance(self.question, str) or not self.question.strip():
-            raise RequestError(f"request {self.id or ''}: the question is empty".replace("request : ", ""))
+            raise RequestError(f"{where(self.id)}the question is empty")
         if not isinstance(self.answer, str) or not self.answer.strip():
-            raise RequestError(f"request {self.id or ''}: the answer is empty".replace("request : ", ""))
+            raise RequestError(f"{where(self.id)}the answer is empty")
         if isinstance(self.phrasings, list):
             object.__setattr__(self, "phrasings", tuple(self.phrasings))
         if not isinstance(self.phrasings, tuple) or not all(isinstance(q, str) and q.strip() for q in self.phrasings):
-            raise RequestError(f"request {self.id or ''}: phrasings must be a list of non-empty questions"
-                               .replace("request : ", ""))
+            raise RequestError(f"{where(self.id)}phrasings must be a list of non-empty questions")
         if self.subject is not None:
             if not isinstance(self.subject, str) or not self.subject.strip():
-                raise RequestError(f"request {self.id or ''}: the subject is empty".replace("request : ", ""))
+                raise RequestError(f"{where(self.id)}the subject is empty")
             if self.subject.strip() not in self.question:
-                raise RequestError(f"request {self.id or ''}: the subject {self.subject!r} does not occur in the "
-                                   f"question {self.question[:80]!r}".replace("request : ", ""))
+                raise RequestError(f"{where(self.id)}the subject {self.subject!r} does not occur in the question "
+                                   f"{self.question[:80]!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"question": self.question, "answer": self.answer}
@@ -61,7 +65,9 @@ class EditRequest:
             raise RequestError(f"a request must be a JSON object with 'question' and 'answer', got {type(d).__name__}")
         missing = [k for k in ("question", "answer") if k not in d]
         if missing:
-            raise RequestError(f"request {d.get('id', '')!s}: missing field(s) {', '.join(missing)}".replace("request : ", "request: "))
+            rid = d.get("id")
+            raise RequestError(f"{where(None if rid is None else str(rid)) or 'request: '}missing field(s) "
+                               f"{', '.join(missing)}")
         rid = d.get("id")
         return cls(question=d["question"], answer=d["answer"], id=None if rid is None else str(rid),
                    extra=dict(d.get("extra", {})), subject=d.get("subject"),
@@ -72,10 +78,10 @@ class EditRequest:
 class PreparedRequest:
     """A request tokenized once: ``prompt_ids + target_ids`` is the edit text; indices never move.
 
-    ``question_start``/``question_end`` index (in ``prompt_ids``) the question's first and last token; ``target_offsets``
-    are the character spans of the answer tokens in ``request.answer`` (the appended end-of-turn token
-    gets ``(len(answer), len(answer))``). ``subject_end`` is the index of the subject's last token (first
-    occurrence in the question), or ``None`` when the request names no subject.
+    ``question_start``/``question_end`` index (in ``prompt_ids``) the question's first and last token;
+    ``target_offsets`` are the character spans of the answer tokens in ``request.answer`` (the appended
+    end-of-turn token gets ``(len(answer), len(answer))``). ``subject_end`` is the index of the subject's last
+    token (first occurrence in the question), or ``None`` when the request names no subject.
     """
 
     request: EditRequest

@@ -47,7 +47,8 @@ def trace(model: nn.Module, spec: ArchSpec, sequences: Sequence[Sequence[int]], 
     return result
 
 
-def split_keys(traces: Sequence[Trace], anchors: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def split_keys(traces: Sequence[Trace],
+               anchors: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Edited keys ``K_s [m, d_ff]``, the other keys of the same texts ``K_p [r, d_ff]``, outputs at anchors."""
     ks, kp, zs = [], [], []
     for tr, pos in zip(traces, anchors):
