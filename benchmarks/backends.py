@@ -2,7 +2,7 @@
 default model. Prints a markdown table.
 
     .venv/bin/python benchmarks/backends.py [--methods memit,alphaedit,unke] [--records ee:93,uk:27,mq:24]
-                                            [--modes chunked,single] [--probes 10]
+                                            [--modes chunked,single] [--probes 10] [--set KEY=VALUE]
 
 Each method uses its preset for the model (``anyedit presets --method M``); "single" is the same preset
 with ``chunking.mode=none`` and ``chunking.first_anchor=prompt_end`` (one target, the whole answer, at the
@@ -15,6 +15,7 @@ the second one does not include it.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
@@ -36,7 +37,9 @@ def main() -> None:
     ap.add_argument("--modes", default="chunked,single")
     ap.add_argument("--probes", type=int, default=10)
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    ap.add_argument("--set", action="append", default=[], help="KEY=VALUE config override for every method")
     args = ap.parse_args()
+    overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     from rouge_score import rouge_scorer
 
     rouge = rouge_scorer.RougeScorer(["rougeL"])
@@ -49,7 +52,10 @@ def main() -> None:
     summary = {}
     for method in args.methods.split(","):
         for mode in args.modes.split(","):
-            cfg = anyedit.preset_config(model, method)
+            cfg = anyedit.preset_config(model, method).with_overrides(overrides)
+            if mode == "chunked" and cfg.chunking.mode == "none":
+                summary[(method, mode)] = None  # ft has no hidden-state targets: nothing to chunk
+                continue
             if mode == "single":
                 cfg = cfg.with_overrides({"chunking.mode": "none", "chunking.first_anchor": "prompt_end"})
             scores = []
@@ -71,7 +77,8 @@ def main() -> None:
     print("| method | " + " | ".join(args.modes.split(",")) + " |")
     print("|---|" + "---|" * len(args.modes.split(",")))
     for method in args.methods.split(","):
-        print(f"| {method} | " + " | ".join(f"{summary[(method, m)]:.2f}" for m in args.modes.split(",")) + " |")
+        cells = [summary[(method, m)] for m in args.modes.split(",")]
+        print(f"| {method} | " + " | ".join("n/a" if c is None else f"{c:.2f}" for c in cells) + " |")
 
 
 if __name__ == "__main__":
