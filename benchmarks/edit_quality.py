@@ -17,6 +17,7 @@ import argparse
 import ast
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -74,6 +75,8 @@ def main() -> None:
         t = time.perf_counter()
         res = anyedit.compute_edits(model, tok, req, cfg, show_progress=False)
         secs = time.perf_counter() - t
+        if "phrasings" in res.diagnostics:
+            print(f"{req.id}: also edited {res.diagnostics['phrasings'][0]}", file=sys.stderr, flush=True)
         with res.applied(model):
             qs = [req.question] + ([req.extra["paraphrase"]] if "paraphrase" in req.extra else [])
             answers = generate(model, tok, qs, cfg.prompt, max_new_tokens=n + 16)
