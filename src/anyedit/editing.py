@@ -77,8 +77,8 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
     layers, z = resolve_layers(model, config)
     backend = get_backend(config.method)
     max_len = context_length(model, tokenizer)
-    for r in reqs:  # validate the user's requests before any generation
-        make_chunks(prepare_request(tokenizer, r, config.prompt, max_len), config.chunking)
+    own = [prepare_request(tokenizer, r, config.prompt, max_len) for r in reqs]
+    own_chunks = [make_chunks(p, config.chunking) for p in own]  # validates before any generation
     ph = config.phrasings
     t_ph = time.perf_counter()
     if any(r.phrasings for r in reqs) or ph.generate or ph.prefixes:
@@ -88,8 +88,12 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
         expanded = [(r, i) for i, r in enumerate(reqs)]
     main_of = [i for _, i in expanded]
     t_ph = time.perf_counter() - t_ph
-    prepared = [prepare_request(tokenizer, r, config.prompt, max_len) for r, _ in expanded]
-    chunks = [make_chunks(p, config.chunking) for p in prepared]
+    first_of = {m: main_of.index(m) for m in set(main_of)}  # position of each request's own wording
+    is_main = [first_of[m] == k for k, m in enumerate(main_of)]
+    prepared = [own[m] if main else prepare_request(tokenizer, r, config.prompt, max_len)
+                for (r, m), main in zip(expanded, is_main)]
+    chunks = [own_chunks[m] if main else make_chunks(p, config.chunking)
+              for p, m, main in zip(prepared, main_of, is_main)]
     if stats_cache is None:
         from .models import default_cache_dir
 
@@ -150,8 +154,8 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
                                     for d, ck in zip(main_values[m].chunk_deltas(), c)]
                         key = value_cache.key(fp, p.ids, c, z, config.value) if value_cache is not None else None
                         if key is not None and init is not None:
-                            key = (*key, "warm-start", value_cache.key(fp, prepared[main_of.index(m)].ids,
-                                                                      chunks[main_of.index(m)], z, config.value))
+                            key = (*key, "warm-start", value_cache.key(fp, prepared[first_of[m]].ids,
+                                                                      chunks[first_of[m]], z, config.value))
                         v = value_cache.get(key) if value_cache is not None else None
                         if v is None:
                             v = search_values(model, spec, p.ids, p.prompt_len, c, z, config.value, progress=bar,
@@ -195,7 +199,6 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
     if history is not None:
         history.add(edited_keys)
     timings["total_s"] = time.perf_counter() - t_start
-    is_main = [main_of.index(m) == k for k, m in enumerate(main_of)]
     reports = [[r.to_dict() for r in v.reports] for v, main in zip(values, is_main) if main]
     if len(expanded) > len(reqs):
         out.diagnostics["phrasings"] = [[r.question for (r, m), main in zip(expanded, is_main) if m == i and not main]

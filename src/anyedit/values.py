@@ -189,9 +189,7 @@ def _optimise(step_fn: Any, h: torch.Tensor, labels: torch.Tensor, cfg: ValueCon
     h_norm = h.norm(dim=1)
     max_norm = cfg.clamp_norm * h_norm
     if init is not None and init.shape == h.shape:
-        start = init.to(h.device, h.dtype)
-        start = start * (max_norm / start.norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)[:, None]
-        delta = start.clone().requires_grad_(True)
+        delta = _clamp_rows(init.to(h.device, h.dtype).clone(), max_norm).requires_grad_(True)
     else:
         delta = torch.zeros_like(h, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=cfg.lr)
@@ -212,11 +210,15 @@ def _optimise(step_fn: Any, h: torch.Tensor, labels: torch.Tensor, cfg: ValueCon
         opt.step()
         steps += 1
         with torch.no_grad():
-            scale = (max_norm / delta.norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)
-            delta.mul_(scale[:, None])
+            _clamp_rows(delta, max_norm)
     d = delta.detach()
     return d, dict(steps=steps, nll_before=first[0], nll_after=nll, worst_before=first[1], worst_after=worst,
                    delta_norm=d.norm().item(), h_norm=h_norm.norm().item())
+
+
+def _clamp_rows(x: torch.Tensor, max_norm: torch.Tensor) -> torch.Tensor:
+    """Scale each row of ``x`` in place so that its norm is at most ``max_norm`` (per row); returns ``x``."""
+    return x.mul_((max_norm / x.norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)[:, None])
 
 
 def _layer_outputs(model: nn.Module, layer_path: str, input_ids: torch.Tensor, **kwargs: Any) -> torch.Tensor:
