@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from anyedit.chunking import make_chunks, sentence_spans, sentence_starts, window_spans
+from anyedit.chunking import make_chunks, sentence_spans, sentence_starts, snap_spans, window_spans
 from anyedit.config import ChunkingConfig, PromptConfig
 from anyedit.errors import ConfigError, RequestError
 from anyedit.prompts import prepare_request
@@ -108,3 +108,55 @@ def test_subject_end_without_offsets_matches_the_fast_tokenizer():
     req = EditRequest("Where was the quick brown fox born?", "The lazy dog.", subject="quick brown fox")
     prep = prepare_request(tok, req, PromptConfig())
     assert _subject_end_slow(tok, list(prep.prompt_ids), req.question, req.subject) == prep.subject_end
+
+
+def test_snap_moves_each_boundary_to_the_best_scored_start_within_reach():
+    spans = [(0, 4), (4, 8), (8, 10)]
+    scores = [0, 1, 9, 2, 0, 5, 0, 7, 1, 3]
+    # boundary 4 may go to 3..5 (best 5); boundary 8 to 7..9 (best 7)
+    assert snap_spans(spans, scores, 1) == [(0, 5), (5, 7), (7, 10)]
+    # reach 2: boundary 4 can now take 2 (score 9); boundary 8 stays within 6..9
+    assert snap_spans(spans, scores, 2) == [(0, 2), (2, 7), (7, 10)]
+    assert snap_spans(spans, scores, 0) == spans
+    # ties keep the original boundary
+    assert snap_spans(spans, [0] * 10, 2) == spans
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_snapped_spans_stay_contiguous_and_within_reach(seed):
+    import random
+
+    rng = random.Random(seed)
+    n = rng.randint(2, 60)
+    spans = window_spans(n, rng.randint(3, 12)) if seed % 2 else \
+        list(zip([0, *(c := sorted(rng.sample(range(1, n), min(n - 1, rng.randint(1, 6)))))], [*c, n]))
+    snap = rng.randint(1, 4)
+    out = snap_spans(spans, [rng.random() for _ in range(n)], snap)
+    assert len(out) == len(spans) and out[0][0] == 0 and out[-1][1] == n
+    assert all(s < e for s, e in out) and all(a[1] == b[0] for a, b in zip(out, out[1:]))
+    assert all(abs(a[0] - b[0]) <= snap for a, b in zip(out, spans))
+
+
+def test_make_chunks_snaps_anchors_to_the_cheapest_key_only_when_asked():
+    tok = tiny_tokenizer()
+    prep = prepare_request(tok, EditRequest("What is the answer?", "The quick brown fox jumps over the lazy dog."),
+                           PromptConfig())
+    p, n = prep.prompt_len, len(prep.target_ids)
+    plain = make_chunks(prep, ChunkingConfig(window=4))
+    scores = [0.0] * (p + n)
+    scores[p + 4] = 1.0  # the key at target token 4 is the cheapest to edit: chunk 2 starts after it
+    snapped = make_chunks(prep, ChunkingConfig(window=4, snap=1), scores)
+    assert snapped[1].anchors == (p + 4,) and (snapped[0].end, snapped[1].start) == (5, 5)
+    assert [c.anchors for c in snapped[2:]] == [c.anchors for c in plain[2:]]
+    assert make_chunks(prep, ChunkingConfig(window=4, snap=1)) == plain  # no scores: unchanged
+    assert make_chunks(prep, ChunkingConfig(window=4), scores) == plain  # snap 0: scores ignored
+
+
+def test_snap_config_is_validated():
+    with pytest.raises(ConfigError, match="snap.*overlap"):
+        ChunkingConfig(window=10, overlap=2, snap=1)
+    with pytest.raises(ConfigError, match="snap.*half the window"):
+        ChunkingConfig(window=10, snap=5)
+    with pytest.raises(ConfigError, match="snap"):
+        ChunkingConfig(snap=-1)
+    assert ChunkingConfig.from_dict(ChunkingConfig(window=10, snap=3).to_dict()).snap == 3

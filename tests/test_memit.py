@@ -148,3 +148,28 @@ def test_several_requests_in_one_call(llama, corpus_file, tmp_path):
     n_chunks = sum(len(r) for r in res.reports)
     assert len(res.reports) == 2
     assert all(d.rank == n_chunks for d in res.deltas.values())
+
+
+def test_key_editability_is_the_mahalanobis_norm_and_snap_moves_the_anchors(tiny, corpus_file, tmp_path):
+    from anyedit.editing import key_editability
+    from anyedit.prompts import prepare_request
+
+    model, tok = tiny
+    spec = get_spec(model)
+    cache = CovarianceCache(tmp_path, show_progress=False)
+    cfg = _config(corpus_file, **{"chunking.window": 6, "chunking.snap": 2, "rounds": 1})
+    prep = prepare_request(tok, REQ, cfg.prompt)
+    c = cache.get(model, tok, spec, [2], cfg.stats)[2].double()
+    (scores,) = key_editability(model, spec, [prep.ids], 2, c.float())
+    k = trace(model, spec, [prep.ids], 2, 2)[0].keys.double()
+    eps = 1e-6 * float(c.diagonal().mean())
+    expected = (k * torch.linalg.solve(c + eps * torch.eye(c.shape[0], dtype=c.dtype), k.T).T).sum(1)
+    torch.testing.assert_close(torch.tensor(scores, dtype=torch.float64), expected, rtol=1e-6, atol=1e-9)
+    res = anyedit.compute_edits(model, tok, REQ, cfg, stats_cache=cache, show_progress=False)
+    anchors = [r["anchors"][0] for r in res.reports[0][1:]]
+    p, n = prep.prompt_len, len(prep.target_ids)
+    starts = list(range(6, n, 6))
+    assert len(anchors) == len(starts)
+    for a, s in zip(anchors, starts):  # each anchor is the best-scored one within reach of its window's
+        reach = [p + i - 1 for i in range(s - 2, min(s + 2, n - 1) + 1)]
+        assert a in reach and scores[a] == max(scores[i] for i in reach)

@@ -71,8 +71,32 @@ def sentence_spans(offsets: Sequence[tuple[int, int]], text: str, window: int) -
     return spans
 
 
-def make_chunks(prepared: PreparedRequest, cfg: ChunkingConfig) -> list[Chunk]:
-    """Chunks of a prepared request with their anchor positions in ``prompt + target``."""
+def snap_spans(spans: Sequence[tuple[int, int]], scores: Sequence[float], snap: int) -> list[tuple[int, int]]:
+    """Move each boundary between contiguous spans by at most ``snap`` tokens to the start ``i`` with the
+    highest ``scores[i]`` (the score of a chunk starting at target token ``i``; ties keep the original
+    boundary, then the earlier one). Spans stay contiguous and non-empty; the first start and the last end
+    do not move."""
+    if snap <= 0 or len(spans) < 2:
+        return list(spans)
+    n = spans[-1][1]
+    cuts = [s for s, _ in spans[1:]]
+    moved: list[int] = []
+    for k, b in enumerate(cuts):
+        lo = max(b - snap, (moved[-1] if moved else 0) + 1)
+        hi = min(b + snap, n - 1, (cuts[k + 1] - 1) if k + 1 < len(cuts) else n - 1)
+        best = max(range(lo, hi + 1), key=lambda i: (scores[i], i == b, -i))
+        moved.append(best)
+    return list(zip([spans[0][0], *moved], [*moved, n]))
+
+
+def make_chunks(prepared: PreparedRequest, cfg: ChunkingConfig,
+                anchor_scores: Sequence[float] | None = None) -> list[Chunk]:
+    """Chunks of a prepared request with their anchor positions in ``prompt + target``.
+
+    ``anchor_scores`` (one per position of ``prompt + target``: how cheap that position's key is to edit)
+    is used when ``cfg.snap`` > 0 to move the boundaries between chunks (see :class:`ChunkingConfig`);
+    without scores the boundaries stay where the mode puts them.
+    """
     n, p = len(prepared.target_ids), prepared.prompt_len
     if cfg.mode == "none":
         spans = [(0, n)]
@@ -80,6 +104,8 @@ def make_chunks(prepared: PreparedRequest, cfg: ChunkingConfig) -> list[Chunk]:
         spans = window_spans(n, cfg.window, cfg.overlap)
     else:
         spans = sentence_spans(prepared.target_offsets, prepared.request.answer, cfg.window)
+    if cfg.snap and anchor_scores is not None and cfg.mode != "none":
+        spans = snap_spans(spans, [anchor_scores[p + i - 1] if i > 0 else 0.0 for i in range(n)], cfg.snap)
     chunks = []
     for k, (s, e) in enumerate(spans):
         anchors: tuple[int, ...] = (p + s - 1,)

@@ -143,12 +143,19 @@ class ChunkingConfig(_Config):
     token, optimised jointly), or puts it on the last token of the request's ``subject`` (``"subject_last"``,
     the original MEMIT/ROME placement; every request must then name a subject); later chunks are always
     anchored on the token before the chunk.
+
+    ``snap`` > 0 moves each boundary between chunks by up to ``snap`` tokens (either way) so that the
+    chunk's anchor is the token whose MLP key at the value layer is cheapest to edit: the largest
+    ``k^T C^-1 k`` under the key statistics ``C``. A window boundary that falls after a generic token
+    ("the", ",") otherwise puts the chunk's vector on a key that nearly every text shares, which a
+    regularised update cannot move without moving all of them. Needs ``overlap=0`` and ``2 * snap < window``.
     """
 
     mode: ChunkMode = "window"
     window: int = 40
     overlap: int = 0
     first_anchor: AnchorMode = "prompt_end"
+    snap: int = 0
 
     def __post_init__(self) -> None:
         c = type(self)
@@ -158,6 +165,11 @@ class ChunkingConfig(_Config):
         if self.overlap >= self.window:
             _fail(c, "overlap", self.overlap, f"must be smaller than window ({self.window})")
         _check_choice(c, "first_anchor", self.first_anchor, ("prompt_end", "question_end", "question", "subject_last"))
+        _check_pos_int(c, "snap", self.snap, minimum=0)
+        if self.snap and self.overlap:
+            _fail(c, "snap", self.snap, f"needs overlap=0 (got overlap={self.overlap})")
+        if self.snap and 2 * self.snap >= self.window:
+            _fail(c, "snap", self.snap, f"must be smaller than half the window ({self.window})")
 
 
 @dataclass(frozen=True)

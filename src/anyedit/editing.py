@@ -8,14 +8,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .arch import get_spec, model_identity, num_layers
+from .arch import ArchSpec, get_spec, model_identity, num_layers
 from .backends import EditContext, get_backend
 from .chunking import make_chunks
 from .config import EditConfig
 from .backends import BackendOutput
+from .backends._linalg import trace
 from .deltas import Delta, apply_deltas, get_param, restore, tensor_sha256
 from .errors import ConfigError, EditApplyError, RequestError
 from .phrasings import expand_requests
@@ -52,6 +54,22 @@ def resolve_layers(model: nn.Module, config: EditConfig) -> tuple[tuple[int, ...
     if z >= n:
         raise ConfigError(f"ValueConfig.layer={z}: the model has {n} layers (0..{n - 1})")
     return tuple(layers), z
+
+
+def key_editability(model: nn.Module, spec: ArchSpec, sequences: Sequence[Sequence[int]], layer: int,
+                    cov: torch.Tensor) -> list[list[float]]:
+    """Per position of each sequence, ``k^T (C + eps I)^-1 k`` of its MLP key at ``layer``: how far a unit
+    of weight change (measured by the key statistics ``C``) moves that position's output. Generic tokens,
+    whose keys every text shares, score orders of magnitude lower than content tokens."""
+    c = cov.double()
+    eps = 1e-6 * float(c.diagonal().mean())
+    chol = torch.linalg.cholesky(c + eps * torch.eye(c.shape[0], dtype=c.dtype, device=c.device))
+    out = []
+    for tr in trace(model, spec, sequences, layer, layer):
+        k = tr.keys.to(c.device, torch.float64)
+        w = torch.linalg.solve_triangular(chol, k.T, upper=False)  # L^-1 k
+        out.append(w.pow(2).sum(0).tolist())
+    return out
 
 
 def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict | Sequence[EditRequest | dict],
@@ -98,10 +116,16 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
         from .models import default_cache_dir
 
         stats_cache = CovarianceCache(cache_dir or default_cache_dir(), show_progress=show_progress)
+    t_snap = time.perf_counter()
+    if config.chunking.snap and config.chunking.mode != "none":
+        cov = stats_cache.get(model, tokenizer, spec, [z], config.stats)[z]
+        chunks = [make_chunks(p, config.chunking, s)
+                  for p, s in zip(prepared, key_editability(model, spec, [p.ids for p in prepared], z, cov))]
+    t_snap = time.perf_counter() - t_snap
     original = {}
     timings: dict[str, float] = {}
 
-    stats_time = [0.0]
+    stats_time = [t_snap]
 
     def timed(fn: Any) -> Any:
         """``fn`` with its run time added to the statistics time (kept out of the update time)."""
