@@ -164,6 +164,9 @@ def test_eval_then_report(model_dirs, tmp_path, capsys):
     fast = [a for a in _fast(model_dirs, tmp_path) if a != "--no-locality"]
     argv = ["eval", "--model", str(model_dirs["a"]), "--dataset", str(data), "--out", str(out), "--probes", "1",
             "--no-similarity", "--max-new-tokens", "8", *fast]
+    assert main([*argv[:-len(fast)], "--ids", "1", "--out", str(tmp_path / "one"), *fast]) == 0
+    assert [json.loads(r)["id"] for r in (tmp_path / "one" / "rows.jsonl").read_text().splitlines()] == ["1"]
+    capsys.readouterr()
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert "| memit+ | data | 2 |" in captured.out and "broken" in captured.err
@@ -193,4 +196,8 @@ def test_eval_bad_inputs(model_dirs, tmp_path, capsys):
     bad.write_text(json.dumps([{"id": 1, "question": "Q?", "answer": " "}]))
     _bad(capsys, ["eval", "--dataset", str(bad), "--out", str(tmp_path / "o")], "no valid")
     _bad(capsys, ["report", str(tmp_path / "nothing")], "not an evaluation run")
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps([{"id": "a", "question": "Q?", "answer": "A."}]))
+    _bad(capsys, ["eval", "--dataset", str(good), "--ids", "a,zz", "--out", str(tmp_path / "o")],
+         "no record with ID zz")
     assert not (tmp_path / "o").exists()

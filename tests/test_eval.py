@@ -60,6 +60,19 @@ def test_invalid_records_are_reported_by_id_and_skipped(tmp_path):
         load_dataset(tmp_path / "bad.json")
 
 
+def test_records_are_selected_by_id(tmp_path):
+    p = tmp_path / "mine.json"
+    p.write_text(json.dumps([{"id": f"r{i}", "question": f"Q{i}?", "answer": f"A{i}."} for i in range(6)]))
+    assert [r.id for r in load_dataset(p, ids=["r4", "r1"]).records] == ["r1", "r4"]  # file order
+    assert [r.id for r in load_dataset(p, ids=["r4", "r1", "r2"], limit=2).records] == ["r1", "r2"]
+    with pytest.raises(RequestError, match="no record with ID r9"):
+        load_dataset(p, ids=["r1", "r9"])
+    # records without an "id" are selected by their index in the file
+    q = tmp_path / "noid.json"
+    q.write_text(json.dumps([{"question": f"Q{i}?", "answer": f"A{i}."} for i in range(3)]))
+    assert [r.request.question for r in load_dataset(q, ids=["2"]).records] == ["Q2?"]
+
+
 def _dataset(tmp_path):
     p = tmp_path / "data.json"
     p.write_text(json.dumps([
@@ -113,3 +126,28 @@ def test_eval_streams_rows_resumes_after_a_kill_and_reports(llama, corpus_file, 
     front = pareto([out, other])
     assert front.count("| yes |") >= 1 and front.count("\n") == 3
     assert load_run(out).rows == again
+
+
+def _fake_run(path, label, eff, loc, para=None, exact=0.5, nll=0.01):
+    path.mkdir()
+    (path / "run.json").write_text(json.dumps({"label": label, "dataset": {"path": "d.json"}, "config": {}}))
+    scores = {"question": {"rougeL_f": eff}, "paraphrase": {"rougeL_f": para} if para is not None else {}}
+    row = {"scores": scores, "locality": {"token_agreement": loc, "exact": exact, "nll_change": nll},
+           "timings": {"total_s": 10.0}}
+    (path / "rows.jsonl").write_text(json.dumps(row) + "\n")
+    return path
+
+
+def test_pareto_front_counts_paraphrase_when_every_run_has_it(tmp_path):
+    a = _fake_run(tmp_path / "a", "a", 1.0, 0.90, para=0.2)
+    b = _fake_run(tmp_path / "b", "b", 0.9, 0.95, para=0.2)
+    c = _fake_run(tmp_path / "c", "c", 0.8, 0.80, para=0.6)  # worse on both, best paraphrase
+    d = _fake_run(tmp_path / "d", "d", 0.8, 0.80, para=0.1, nll=-0.02)  # dominated by a and b
+    table = pareto([a, b, c, d])
+    on = {ln.split("|")[1].strip(): ln.rstrip().endswith("| yes |") for ln in table.splitlines()[2:]}
+    assert on == {"a": True, "b": True, "c": True, "d": False}
+    assert "| -0.020 |" in table and "| 0.50 |" in table
+    # without paraphrases in one run, the front is efficacy / locality only: c is dominated by a
+    e = _fake_run(tmp_path / "e", "e", 0.7, 0.7)
+    on = {ln.split("|")[1].strip(): ln.rstrip().endswith("| yes |") for ln in pareto([a, b, c, e]).splitlines()[2:]}
+    assert on == {"a": True, "b": True, "c": False, "e": False}

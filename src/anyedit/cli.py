@@ -302,7 +302,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .report import report
 
     _validate_methods(args)
-    dataset = load_dataset(args.dataset, args.format, args.limit)  # validates before loading the model
+    dataset = load_dataset(args.dataset, args.format, args.limit, _ids(args))  # validates before loading the model
     if dataset.skipped:
         print(f"skipped {len(dataset.skipped)} invalid record(s): " + "; ".join(dataset.skipped[:5]),
               file=sys.stderr)
@@ -314,6 +314,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
                    cache_dir=args.cache_dir, show_progress=not args.quiet)
     print(report([out]))
     return 0
+
+
+def _ids(args: argparse.Namespace) -> list[str] | None:
+    return [i.strip() for i in args.ids.split(",") if i.strip()] if args.ids else None
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -330,7 +334,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             raise CliError(f"--grid {item!r}: use KEY=V1,V2,... e.g. chunking.window=10,20,40")
         key, values = item.split("=", 1)
         grid.append((key.strip(), [_parse_set(f"x={v}")[1] for v in values.split(",")]))
-    dataset = load_dataset(args.dataset, args.format, args.limit)
+    dataset = load_dataset(args.dataset, args.format, args.limit, _ids(args))
     model, tok = _load(args)
     base = _build_config(args, model)
     combos = list(itertools.product(*[v for _, v in grid]))
@@ -464,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--format", default="auto", help="unkebench, mquake, counterfact, wikiupdate, editeverything, "
                     "plain, or auto (default: detected from the fields)")
     ev.add_argument("--limit", type=int, help="only the first N valid records")
+    ev.add_argument("--ids", help="only the records with these IDs (comma-separated: id, case_id or index)")
     ev.add_argument("--out", required=True, help="run directory (run.json + rows.jsonl)")
     ev.add_argument("--label", help="name of this run in reports (default: method, + when chunked)")
     ev.add_argument("--probes", type=int, default=10, help="unrelated probe prompts for locality (0 = off)")
@@ -484,6 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--dataset", required=True)
     sw.add_argument("--format", default="auto")
     sw.add_argument("--limit", type=int)
+    sw.add_argument("--ids", help="only the records with these IDs (comma-separated)")
     sw.add_argument("--out", required=True)
     sw.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2",
                     help="config field and values, e.g. --grid chunking.window=10,20,40 (repeatable)")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,18 +153,26 @@ def _convert(rec: dict[str, Any], fmt: str, index: int) -> EvalRecord:
     raise RequestError(f"unknown dataset format {fmt!r}; known: {', '.join(FORMATS)}")
 
 
-def load_dataset(path: str | Path, format: str = "auto", limit: int | None = None) -> LoadedDataset:
-    """Read ``path`` (JSON list or JSONL) in ``format``; the first ``limit`` valid records."""
+def load_dataset(path: str | Path, format: str = "auto", limit: int | None = None,
+                 ids: Sequence[str] | None = None) -> LoadedDataset:
+    """Read ``path`` (JSON list or JSONL) in ``format``; the first ``limit`` valid records, only those whose
+    ID (``id``, ``case_id`` or the index in the file) is in ``ids`` when given."""
     path = Path(path)
     data = _read(path)
     fmt = detect_format(data[0]) if format == "auto" else format
     if fmt not in FORMATS:
         raise RequestError(f"unknown dataset format {fmt!r}; known: {', '.join(FORMATS)}")
     out = LoadedDataset(str(path), fmt, [])
+    wanted = None if ids is None else {str(i) for i in ids}
+    seen: set[str] = set()
     for i, rec in enumerate(data):
         if limit is not None and len(out.records) >= limit:
             break
         rid = str(rec.get("id", rec.get("case_id", i))) if isinstance(rec, dict) else str(i)
+        if wanted is not None:
+            if rid not in wanted:
+                continue
+            seen.add(rid)
         try:
             if not isinstance(rec, dict):
                 raise ValueError("not a JSON object")
@@ -172,6 +181,9 @@ def load_dataset(path: str | Path, format: str = "auto", limit: int | None = Non
             why = f"missing field {e}" if isinstance(e, KeyError) else str(e)
             out.skipped.append(f"{rid}: {why}")
             log.warning("%s: record %s skipped (%s)", path.name, rid, why)
+    missing = sorted(wanted - seen) if wanted is not None and (limit is None or len(out.records) < limit) else []
+    if missing:
+        raise RequestError(f"{path}: no record with ID {', '.join(missing)}")
     if not out.records:
         raise RequestError(f"{path}: no valid {fmt} records" + (f" ({out.skipped[0]})" if out.skipped else ""))
     return out

@@ -2,7 +2,7 @@
 
 ``report(dirs)`` returns markdown: the paper-style table (one line per run; several runs side by side),
 per-category ROUGE-L for EditEverything-style data, and the reference-compatible metrics.
-``pareto(dirs)`` tables the efficacy / locality front. ``plots(dirs, out)`` writes: score vs. answer length
+``pareto(dirs)`` tables the efficacy / paraphrase / locality front. ``plots(dirs, out)`` writes: score vs. answer length
 (paper Fig. 4a), per-category bars (Fig. 4b), the efficacy-locality scatter with its Pareto front and, when
 runs differ only in ``chunking.window``, the chunk-size sweep (Fig. 6).
 """
@@ -138,28 +138,43 @@ def report(dirs: list[str | Path]) -> str:
 
 
 def _front(runs: list[Run]) -> list[tuple[Run, float, float, bool]]:
-    """``(run, efficacy, locality, on_front)`` for the runs that have both means."""
+    """``(run, efficacy, locality, on_front)`` for the runs that have both means.
+
+    Objectives (all higher is better): ROUGE-L F1 on the question, probe tokens kept, and the paraphrase
+    ROUGE-L F1 when every run has paraphrases. A run is on the front when no other run is at least as good on
+    every objective and better on one."""
     pts = []
     for run in runs:
         eff = _mean([_get(r, "scores", "question", "rougeL_f") for r in run.rows])
         loc = _mean([_get(r, "locality", "token_agreement") for r in run.rows])
+        para = _mean([_get(r, "scores", "paraphrase", "rougeL_f") for r in run.rows])
         if eff is not None and loc is not None:
-            pts.append((run, eff, loc))
-    return [(run, eff, loc, not any(e >= eff and lo >= loc and (e > eff or lo > loc) for _, e, lo in pts))
-            for run, eff, loc in pts]
+            pts.append((run, eff, loc, para))
+    use_para = all(p is not None for *_, p in pts)
+    objs = [(eff, loc, *((para,) if use_para else ())) for _, eff, loc, para in pts]
+
+    def dominated(o: tuple) -> bool:
+        return any(all(a >= b for a, b in zip(x, o)) and any(a > b for a, b in zip(x, o)) for x in objs)
+
+    return [(run, eff, loc, not dominated(o)) for (run, eff, loc, _), o in zip(pts, objs)]
 
 
 def pareto(dirs: list[str | Path]) -> str:
-    """Runs on the efficacy / locality front: ROUGE-L F1 on the question vs. probe tokens kept (both higher is
-    better), with paraphrase ROUGE-L and edit time beside them. A run is on the front when no other run is at
-    least as good on both and better on one."""
-    lines = ["| run | n | R-L F1 | para R-L F1 | probe tokens kept | edit s | on the front |",
-             "|---|---|---|---|---|---|---|"]
+    """Runs on the efficacy / paraphrase / locality front (see :func:`_front`), with the probe NLL change,
+    the share of probe answers that stay identical and the edit time beside them."""
+    lines = ["| run | n | R-L F1 | para R-L F1 | probe tokens kept | probe answers identical | probe NLL change | "
+             "edit s | on the front |", "|---|---|---|---|---|---|---|---|---|"]
+
+    def fmt(v: float | None, spec: str) -> str:
+        return "-" if v is None else format(v, spec)
+
     for run, eff, loc, front in sorted(_front([load_run(d) for d in dirs]), key=lambda p: -p[1]):
         para = _mean([_get(r, "scores", "paraphrase", "rougeL_f") for r in run.rows])
+        exact = _mean([_get(r, "locality", "exact") for r in run.rows])
+        nll = _mean([_get(r, "locality", "nll_change") for r in run.rows])
         secs = _mean([_get(r, "timings", "total_s") for r in run.rows])
-        lines.append(f"| {run.label} | {len(run.rows)} | {eff:.2f} | {'-' if para is None else f'{para:.2f}'} | "
-                     f"{loc:.3f} | {secs or 0:.0f} | {'yes' if front else ''} |")
+        lines.append(f"| {run.label} | {len(run.rows)} | {eff:.2f} | {fmt(para, '.2f')} | {loc:.3f} | "
+                     f"{fmt(exact, '.2f')} | {fmt(nll, '+.3f')} | {secs or 0:.0f} | {'yes' if front else ''} |")
     return "\n".join(lines)
 
 
