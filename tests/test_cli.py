@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from anyedit.cli import main
+from anyedit.errors import ConfigError
 
 from .tiny import tiny_model, tiny_tokenizer
 
@@ -201,3 +202,18 @@ def test_eval_bad_inputs(model_dirs, tmp_path, capsys):
     _bad(capsys, ["eval", "--dataset", str(good), "--ids", "a,zz", "--out", str(tmp_path / "o")],
          "no record with ID zz")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_smaller_window_on_the_command_line_shrinks_the_presets_snap():
+    from anyedit import EditConfig
+    from anyedit.cli import _fit_snap, _parse_chunking
+
+    cfg = EditConfig().with_overrides({"chunking.window": 20, "chunking.snap": 3})
+    assert _fit_snap(cfg, _parse_chunking("window:6"))["chunking.snap"] == 2
+    assert _fit_snap(cfg, _parse_chunking("window:40"))["chunking.snap"] == 3
+    assert _fit_snap(cfg, _parse_chunking("window:40:10"))["chunking.snap"] == 0
+    assert cfg.with_overrides(_fit_snap(cfg, _parse_chunking("window:3"))).chunking.snap == 1
+    assert _fit_snap(cfg, {"layers": [1]}) == {"layers": [1]}
+    explicit = {**_parse_chunking("window:6"), "chunking.snap": 3}  # the user's own value is kept and validated
+    with pytest.raises(ConfigError, match="half the window"):
+        cfg.with_overrides(_fit_snap(cfg, explicit))

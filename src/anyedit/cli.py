@@ -121,6 +121,19 @@ def _load(args: argparse.Namespace):
     return model, tok
 
 
+def _fit_snap(cfg: Any, over: dict[str, Any]) -> dict[str, Any]:
+    """When the window or overlap is overridden but ``chunking.snap`` is not, keep the preset's snap only as
+    far as the new chunking allows it (at most ``(window - 1) // 2``, 0 with an overlap)."""
+    if "chunking.snap" in over or not ({"chunking.window", "chunking.overlap"} & set(over)):
+        return over
+    window = int(over.get("chunking.window", cfg.chunking.window))
+    overlap = int(over.get("chunking.overlap", cfg.chunking.overlap))
+    snap = 0 if overlap else min(cfg.chunking.snap, max(window - 1, 0) // 2)
+    if snap != cfg.chunking.snap:
+        log.info("chunking.snap %d -> %d to fit window %d, overlap %d", cfg.chunking.snap, snap, window, overlap)
+    return {**over, "chunking.snap": snap}
+
+
 def _build_config(args: argparse.Namespace, model: Any):
     from .config import EditConfig
     from .presets import preset_config, preset_name
@@ -142,6 +155,7 @@ def _build_config(args: argparse.Namespace, model: Any):
     if args.corpus:
         over["stats.corpus"] = args.corpus
     over.update(dict(args.set or []))
+    over = _fit_snap(cfg, over)
     cfg = cfg.with_overrides(over) if over else cfg
     log.info("method %s, preset %s, layers %s, chunking %s", cfg.method, preset_name(model, args.method),
              list(cfg.layers or []), cfg.chunking.to_dict())
@@ -341,7 +355,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     configs = []
     for combo in combos:  # validate every setting before the long work starts
         over = {k: v for (k, _), v in zip(grid, combo)}
-        configs.append((",".join(f"{k}={v}" for k, v in over.items()), base.with_overrides(over)))
+        configs.append((",".join(f"{k}={v}" for k, v in over.items()), base.with_overrides(_fit_snap(base, over))))
     settings = EvalSettings(n_probes=args.probes, compat=False, embed=False)
     dirs = []
     for name, cfg in configs:

@@ -132,8 +132,9 @@ def report(dirs: list[str | Path]) -> str:
     cat = category_table(runs)
     if cat:
         parts += ["", "ROUGE-L F1 of the question's answer per category", "", cat]
-    parts += ["", "The reference code's metric definitions (char-level BLEU, rouge==1.0.1 recall over unique "
-              "n-grams, MiniLM truncated at 256), for comparison with the paper", "", _table(runs, COMPAT)]
+    if any(_get(r, *key) is not None for run in runs for r in run.rows for _, key in COMPAT):
+        parts += ["", "The reference code's metric definitions (char-level BLEU, rouge==1.0.1 recall over unique "
+                  "n-grams, MiniLM truncated at 256), for comparison with the paper", "", _table(runs, COMPAT)]
     return "\n".join(parts)
 
 
@@ -231,20 +232,31 @@ def plots(dirs: list[str | Path], out: str | Path) -> list[Path]:
         if chunking.get("mode") != "window":
             continue
         window = chunking.pop("window")
+        chunking.pop("snap", None)  # follows the window in a chunk-size sweep
         key = json.dumps([run.dataset, cfg, chunking], sort_keys=True)
         v = _mean([_get(x, "scores", "question", "rougeL_f") for x in run.rows])
         if v is not None:
             groups.setdefault(key, []).append((window, v))
     pts = _front(runs)
     if len(pts) > 1:
-        fig, ax = plt.subplots(figsize=(6, 4.5))
-        for run, eff, loc, front in pts:
-            ax.scatter([loc], [eff], color="tab:red" if front else "tab:gray")
-            ax.annotate(run.label, (loc, eff), fontsize=6, xytext=(3, 3), textcoords="offset points")
-        ax.set_xlabel("probe tokens kept (locality)")
-        ax.set_ylabel("ROUGE-L F1 (question)")
-        ax.set_title("Efficacy vs. locality (red: Pareto front)")
-        fig.tight_layout()
+        paras = [_mean([_get(r, "scores", "paraphrase", "rougeL_f") for r in run.rows]) for run, *_ in pts]
+        panels = [("ROUGE-L F1 (question)", [eff for _, eff, _, _ in pts])]
+        if all(p is not None for p in paras):
+            panels.append(("ROUGE-L F1 (paraphrase)", paras))
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.8), squeeze=False)
+        for ax, (ylabel, ys) in zip(axes[0], panels):
+            for i, ((run, _, loc, front), y) in enumerate(zip(pts, ys), 1):
+                ax.scatter([loc], [y], color="tab:red" if front else "tab:gray", label=f"{i}: {run.label}")
+                ax.annotate(str(i), (loc, y), fontsize=8, xytext=(4, 4), textcoords="offset points")
+            ax.set_xlabel("probe tokens kept (locality)")
+            ax.set_ylabel(ylabel)
+            ax.set_ylim(-0.02, 1.05)
+        axes[0][0].set_title("Efficacy vs. locality")
+        if len(panels) > 1:
+            axes[0][1].set_title("Paraphrase vs. locality")
+        fig.suptitle("red: Pareto front (question, paraphrase, locality)", fontsize=9)
+        fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", fontsize=7, ncol=2, frameon=False)
+        fig.tight_layout(rect=(0, 0.06 + 0.03 * ((len(pts) + 1) // 2), 1, 1))
         written.append(out / "pareto.png")
         fig.savefig(written[-1], dpi=120)
         plt.close(fig)
