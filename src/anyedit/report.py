@@ -138,8 +138,8 @@ def report(dirs: list[str | Path]) -> str:
     return "\n".join(parts)
 
 
-def _front(runs: list[Run]) -> list[tuple[Run, float, float, bool]]:
-    """``(run, efficacy, locality, on_front)`` for the runs that have both means.
+def _front(runs: list[Run]) -> list[tuple[Run, float, float, float | None, bool]]:
+    """``(run, efficacy, locality, paraphrase, on_front)`` for the runs that have efficacy and locality means.
 
     Objectives (all higher is better): ROUGE-L F1 on the question, probe tokens kept, and the paraphrase
     ROUGE-L F1 when every run has paraphrases. A run is on the front when no other run is at least as good on
@@ -157,7 +157,7 @@ def _front(runs: list[Run]) -> list[tuple[Run, float, float, bool]]:
     def dominated(o: tuple) -> bool:
         return any(all(a >= b for a, b in zip(x, o)) and any(a > b for a, b in zip(x, o)) for x in objs)
 
-    return [(run, eff, loc, not dominated(o)) for (run, eff, loc, _), o in zip(pts, objs)]
+    return [(run, eff, loc, para, not dominated(o)) for (run, eff, loc, para), o in zip(pts, objs)]
 
 
 def pareto(dirs: list[str | Path]) -> str:
@@ -166,16 +166,12 @@ def pareto(dirs: list[str | Path]) -> str:
     lines = ["| run | n | R-L F1 | para R-L F1 | probe tokens kept | probe answers identical | probe NLL change | "
              "edit s | on the front |", "|---|---|---|---|---|---|---|---|---|"]
 
-    def fmt(v: float | None, spec: str) -> str:
-        return "-" if v is None else format(v, spec)
-
-    for run, eff, loc, front in sorted(_front([load_run(d) for d in dirs]), key=lambda p: -p[1]):
-        para = _mean([_get(r, "scores", "paraphrase", "rougeL_f") for r in run.rows])
-        exact = _mean([_get(r, "locality", "exact") for r in run.rows])
-        nll = _mean([_get(r, "locality", "nll_change") for r in run.rows])
+    for run, eff, loc, para, front in sorted(_front([load_run(d) for d in dirs]), key=lambda p: -p[1]):
+        cells = [_fmt(_mean([_get(r, *key) for r in run.rows]), key)
+                 for key in (("locality", "exact"), ("locality", "nll_change"))]
         secs = _mean([_get(r, "timings", "total_s") for r in run.rows])
-        lines.append(f"| {run.label} | {len(run.rows)} | {eff:.2f} | {fmt(para, '.2f')} | {loc:.3f} | "
-                     f"{fmt(exact, '.2f')} | {fmt(nll, '+.3f')} | {secs or 0:.0f} | {'yes' if front else ''} |")
+        lines.append(f"| {run.label} | {len(run.rows)} | {eff:.2f} | {_fmt(para, ('rougeL_f',))} | {loc:.3f} | "
+                     f"{' | '.join(cells)} | {secs or 0:.0f} | {'yes' if front else ''} |")
     return "\n".join(lines)
 
 
@@ -239,13 +235,12 @@ def plots(dirs: list[str | Path], out: str | Path) -> list[Path]:
             groups.setdefault(key, []).append((window, v))
     pts = _front(runs)
     if len(pts) > 1:
-        paras = [_mean([_get(r, "scores", "paraphrase", "rougeL_f") for r in run.rows]) for run, *_ in pts]
-        panels = [("ROUGE-L F1 (question)", [eff for _, eff, _, _ in pts])]
-        if all(p is not None for p in paras):
-            panels.append(("ROUGE-L F1 (paraphrase)", paras))
+        panels = [("ROUGE-L F1 (question)", [eff for _, eff, *_ in pts])]
+        if all(para is not None for *_, para, _ in pts):
+            panels.append(("ROUGE-L F1 (paraphrase)", [para for *_, para, _ in pts]))
         fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.8), squeeze=False)
         for ax, (ylabel, ys) in zip(axes[0], panels):
-            for i, ((run, _, loc, front), y) in enumerate(zip(pts, ys), 1):
+            for i, ((run, _, loc, _, front), y) in enumerate(zip(pts, ys), 1):
                 ax.scatter([loc], [y], color="tab:red" if front else "tab:gray", label=f"{i}: {run.label}")
                 ax.annotate(str(i), (loc, y), fontsize=8, xytext=(4, 4), textcoords="offset points")
             ax.set_xlabel("probe tokens kept (locality)")
