@@ -217,3 +217,19 @@ def test_a_smaller_window_on_the_command_line_shrinks_the_presets_snap():
     explicit = {**_parse_chunking("window:6"), "chunking.snap": 3}  # the user's own value is kept and validated
     with pytest.raises(ConfigError, match="half the window"):
         cfg.with_overrides(_fit_snap(cfg, explicit))
+
+
+def test_chunking_none_is_the_single_token_baseline_unless_the_anchor_is_set():
+    import argparse
+
+    from anyedit.cli import _build_config, _parse_chunking
+
+    model = tiny_model("llama")
+
+    def cfg(*sets):
+        args = argparse.Namespace(method="memit", config=None, layers=None, chunking=_parse_chunking("none"),
+                                  corpus=None, set=list(sets))
+        return _build_config(args, model).chunking
+
+    assert cfg().mode == "none" and cfg().first_anchor == "prompt_end"  # not the preset's
+    assert cfg(("chunking.first_anchor", "question")).first_anchor == "question"

@@ -41,8 +41,8 @@ def _parse_chunking(text: str) -> dict[str, Any]:
     parts = text.split(":")
     mode = parts[0]
     try:
-        if mode == "none" and len(parts) == 1:
-            return {"chunking.mode": "none"}
+        if mode == "none" and len(parts) == 1:  # the paper's single-token baseline (--set may move the anchor)
+            return {"chunking.mode": "none", "chunking.first_anchor": "prompt_end"}
         if mode == "window" and len(parts) in (2, 3):
             out: dict[str, Any] = {"chunking.mode": "window", "chunking.window": int(parts[1])}
             if len(parts) == 3:
@@ -409,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     def method_opts(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--method", help="update backend (default: the preset's; `anyedit presets` shows it)")
         sp.add_argument("--chunking", type=_parse_chunking, help="window:N[:OVERLAP], sentence:N or none "
-                        "(none = single-token baseline)")
+                        "(none = single-token baseline: the whole answer from one vector at the last prompt token)")
         sp.add_argument("--layers", type=_parse_layers, help="edited layers, e.g. 4-8 or 4,6,8")
         sp.add_argument("--corpus", help="statistics corpus: wikipedia-offline, model-samples, a .txt/.jsonl "
                         "file, or hf:DATASET")
