@@ -151,3 +151,26 @@ def test_pareto_front_counts_paraphrase_when_every_run_has_it(tmp_path):
     e = _fake_run(tmp_path / "e", "e", 0.7, 0.7)
     on = {ln.split("|")[1].strip(): ln.rstrip().endswith("| yes |") for ln in pareto([a, b, c, e]).splitlines()[2:]}
     assert on == {"a": True, "b": True, "c": False, "e": False}
+
+
+def test_report_compares_runs_on_the_records_they_share(tmp_path):
+    def run(name, scores):  # scores: id -> ROUGE-L F1
+        path = tmp_path / name
+        path.mkdir()
+        (path / "run.json").write_text(json.dumps({"label": name, "dataset": {"path": "/d/uk.json"}, "config": {}}))
+        (path / "rows.jsonl").write_text("".join(json.dumps({"id": i, "scores": {"question": {"rougeL_f": v}}}) + "\n"
+                                                 for i, v in scores.items()))
+        return path
+
+    done, going = run("done", {"1": 1.0, "2": 0.5, "3": 0.0}), run("going", {"2": 0.25, "1": 0.75})
+    table = report([done, going])
+    assert "| done | uk | 2 | " in table and "| going | uk | 2 | " in table
+    assert "uk: done, going cover different records; tables and plots use the 2" in table
+    row = next(ln for ln in table.splitlines() if ln.startswith("| done |")).split("|")
+    assert row[7].strip() == "0.75"  # R-L F1 of done over records 1 and 2, not 0.50 over all three
+    every = report([done, going], paired=False)
+    assert "| done | uk | 3 | " in every and "cover different records" not in every
+    assert "| done | uk | 2 | " in report([done, going, run("started", {})])  # no rows yet: ignored
+    other = run("other", {"9": 0.1})  # another dataset file is not cut
+    (other / "run.json").write_text(json.dumps({"label": "other", "dataset": {"path": "/d/mq.json"}, "config": {}}))
+    assert "| other | mq | 1 | " in report([done, going, other])

@@ -374,12 +374,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import pareto, plots, report
 
-    print(report(args.runs))
+    paired = not args.all_rows
+    print(report(args.runs, paired))
     if len(args.runs) > 1:
         print()
-        print(pareto(args.runs))
+        print(pareto(args.runs, paired))
     if args.plots:
-        for path in plots(args.runs, args.plots):
+        for path in plots(args.runs, args.plots, paired):
             print(f"wrote {path}")
     return 0
 
@@ -516,6 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "chunk-size sweep.")
     rp.add_argument("runs", nargs="+", help="run directories written by `anyedit eval --out`")
     rp.add_argument("--plots", help="directory for the PNG plots")
+    rp.add_argument("--all-rows", action="store_true", help="use every row of each run; by default runs over the "
+                    "same dataset are compared on the records all of them have")
     rp.add_argument("-q", "--quiet", action="store_true")
     rp.add_argument("-v", "--verbose", action="store_true")
     rp.set_defaults(func=cmd_report)

@@ -48,6 +48,29 @@ def load_run(path: str | Path) -> Run:
     return Run(path, json.loads((path / "run.json").read_text()), rows)
 
 
+def load_runs(dirs: list[str | Path], paired: bool = True) -> tuple[list[Run], list[str]]:
+    """Load runs; with ``paired``, runs over the same dataset file that cover different records (a run still
+    going, or ``--limit``/``--ids`` differences) are cut to the records all of them have, so that every mean
+    compares the same records. Returns the runs and one note per dataset that was cut."""
+    runs = [load_run(d) for d in dirs]
+    notes: list[str] = []
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        if run.rows:  # a run without rows yet is shown empty, not allowed to empty the others
+            groups.setdefault(str(run.manifest["dataset"].get("path")), []).append(run)
+    for group in groups.values():
+        if not paired or len(group) < 2 or any("id" not in r for run in group for r in run.rows):
+            continue
+        common = set.intersection(*({str(r["id"]) for r in run.rows} for run in group))
+        if all(len(run.rows) == len(common) for run in group):
+            continue
+        for run in group:
+            run.rows = [r for r in run.rows if str(r["id"]) in common]
+        notes.append(f"{group[0].dataset}: {', '.join(run.label for run in group)} cover different records; "
+                     f"tables and plots use the {len(common)} that all of them have (--all-rows: every row)")
+    return runs, notes
+
+
 def _mean(values: list[float | None]) -> float | None:
     vals = [v for v in values if v is not None]
     return statistics.mean(vals) if vals else None
@@ -125,10 +148,11 @@ def category_table(runs: list[Run]) -> str | None:
     return "\n".join(lines)
 
 
-def report(dirs: list[str | Path]) -> str:
-    runs = [load_run(d) for d in dirs]
-    parts = ["Mean over records (ROUGE: rouge-score F1/recall; BLEU: sacrebleu word level; sim: MiniLM cosine "
-             "over the whole text; loc: built-in probe prompts before vs. after)", "", _table(runs, COLUMNS)]
+def report(dirs: list[str | Path], paired: bool = True) -> str:
+    runs, notes = load_runs(dirs, paired)
+    parts = [*notes, *([""] if notes else [])]
+    parts += ["Mean over records (ROUGE: rouge-score F1/recall; BLEU: sacrebleu word level; sim: MiniLM cosine "
+              "over the whole text; loc: built-in probe prompts before vs. after)", "", _table(runs, COLUMNS)]
     cat = category_table(runs)
     if cat:
         parts += ["", "ROUGE-L F1 of the question's answer per category", "", cat]
@@ -160,13 +184,13 @@ def _front(runs: list[Run]) -> list[tuple[Run, float, float, float | None, bool]
     return [(run, eff, loc, para, not dominated(o)) for (run, eff, loc, para), o in zip(pts, objs)]
 
 
-def pareto(dirs: list[str | Path]) -> str:
+def pareto(dirs: list[str | Path], paired: bool = True) -> str:
     """Runs on the efficacy / paraphrase / locality front (see :func:`_front`), with the probe NLL change,
     the share of probe answers that stay identical and the edit time beside them."""
     lines = ["| run | n | R-L F1 | para R-L F1 | probe tokens kept | probe answers identical | probe NLL change | "
              "edit s | on the front |", "|---|---|---|---|---|---|---|---|---|"]
 
-    for run, eff, loc, para, front in sorted(_front([load_run(d) for d in dirs]), key=lambda p: -p[1]):
+    for run, eff, loc, para, front in sorted(_front(load_runs(dirs, paired)[0]), key=lambda p: -p[1]):
         cells = [_fmt(_mean([_get(r, *key) for r in run.rows]), key)
                  for key in (("locality", "exact"), ("locality", "nll_change"))]
         secs = _mean([_get(r, "timings", "total_s") for r in run.rows])
@@ -175,13 +199,13 @@ def pareto(dirs: list[str | Path]) -> str:
     return "\n".join(lines)
 
 
-def plots(dirs: list[str | Path], out: str | Path) -> list[Path]:
+def plots(dirs: list[str | Path], out: str | Path, paired: bool = True) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = [load_run(d) for d in dirs]
+    runs = load_runs(dirs, paired)[0]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
