@@ -214,8 +214,12 @@ def plots(dirs: list[str | Path], out: str | Path, paired: bool = True) -> list[
     for run in runs:
         pts = sorted((r["answer_tokens"], _get(r, "scores", "question", "rougeL_f")) for r in run.rows)
         pts = [(x, y) for x, y in pts if y is not None]
-        if pts:
-            ax.plot([x for x, _ in pts], [y for _, y in pts], "o-", label=f"{run.label} ({run.dataset})", alpha=0.8)
+        if pts:  # every record as a dot, the mean of up to 5 equal-count length bins as the line
+            dots = ax.scatter([x for x, _ in pts], [y for _, y in pts], s=14, alpha=0.45)
+            bins = [pts[i * len(pts) // min(5, len(pts)): (i + 1) * len(pts) // min(5, len(pts))]
+                    for i in range(min(5, len(pts)))]
+            ax.plot([statistics.mean(x for x, _ in b) for b in bins], [statistics.mean(y for _, y in b) for b in bins],
+                    "o-", color=dots.get_facecolor()[0][:3], label=f"{run.label} ({run.dataset}, {len(pts)} records)")
     ax.set_xlabel("answer length (tokens)")
     ax.set_ylabel("ROUGE-L F1 (question)")
     ax.set_ylim(0, 1.05)
