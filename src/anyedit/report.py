@@ -216,8 +216,8 @@ def plots(dirs: list[str | Path], out: str | Path, paired: bool = True) -> list[
         pts = [(x, y) for x, y in pts if y is not None]
         if pts:  # every record as a dot, the mean of up to 5 equal-count length bins as the line
             dots = ax.scatter([x for x, _ in pts], [y for _, y in pts], s=14, alpha=0.45)
-            bins = [pts[i * len(pts) // min(5, len(pts)): (i + 1) * len(pts) // min(5, len(pts))]
-                    for i in range(min(5, len(pts)))]
+            k = min(5, len(pts))
+            bins = [pts[i * len(pts) // k: (i + 1) * len(pts) // k] for i in range(k)]
             ax.plot([statistics.mean(x for x, _ in b) for b in bins], [statistics.mean(y for _, y in b) for b in bins],
                     "o-", color=dots.get_facecolor()[0][:3], label=f"{run.label} ({run.dataset}, {len(pts)} records)")
     ax.set_xlabel("answer length (tokens)")
