@@ -103,6 +103,12 @@ def test_eval_streams_rows_resumes_after_a_kill_and_reports(llama, corpus_file, 
     assert set(r0["scores"]) >= {"before", "question", "paraphrase", "sub", "token_accuracy"}
     assert 0 <= r0["scores"]["question"]["rougeL_f"] <= 1 and "compat_bleu" in r0["scores"]["question"]
     assert r0["locality"]["n_probes"] == 2 and len(r0["paraphrase_predictions"]) == 1
+    # the sub-questions are also answered by the unedited model (the baseline of the sub-question scores)
+    from anyedit.generation import generate
+
+    assert r0["sub_before_predictions"] == generate(model, tok, ["What colour is the fox?"], _cfg(corpus_file).prompt,
+                                                    max_new_tokens=4)
+    assert set(r0["scores"]["sub_before"]) >= {"rouge1_r", "rougeL_f"}
 
     # a kill during record 2: the last row is cut short -> it is dropped and redone, nothing duplicated
     text = (out / "rows.jsonl").read_text().splitlines()

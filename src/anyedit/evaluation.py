@@ -2,7 +2,8 @@
 
 Protocol per record (paper §5 / reference §6, with its flaws fixed):
 
-1. the unedited model answers the question (kept as ``before``);
+1. the unedited model answers the question and each sub-question (kept as ``before`` and
+   ``sub_before_predictions``, so the sub-question scores can be read against what the model already knew);
 2. the edit is computed and applied;
 3. greedy answers (explicit generation config) to the question, each paraphrase and each sub-question;
    teacher-forced token accuracy of the new answer; locality on a fixed set of unrelated probe prompts
@@ -190,6 +191,9 @@ def evaluate_record(model: nn.Module, tokenizer: Any, rec: EvalRecord, config: E
     max_new = settings.max_new_tokens or n_target + 32
     t0 = time.perf_counter()
     before = generate(model, tokenizer, req.question, config.prompt, max_new_tokens=max_new, **gen_kw)[0]
+    sub_qs = [q for q, _ in rec.sub_questions]
+    subs_before = generate(model, tokenizer, sub_qs, config.prompt, max_new_tokens=settings.sub_max_new_tokens,
+                           **gen_kw) if sub_qs else []
     acc_before = token_accuracy(model, tokenizer, rec, config)
     t_gen0 = time.perf_counter() - t0
     result = compute_edits(model, tokenizer, req, config, stats_cache=cache, show_progress=False)
@@ -198,8 +202,8 @@ def evaluate_record(model: nn.Module, tokenizer: Any, rec: EvalRecord, config: E
         t1 = time.perf_counter()
         answers = generate(model, tokenizer, [req.question, *rec.paraphrases], config.prompt,
                            max_new_tokens=max_new, **gen_kw)
-        subs = generate(model, tokenizer, [q for q, _ in rec.sub_questions], config.prompt,
-                        max_new_tokens=settings.sub_max_new_tokens, **gen_kw) if rec.sub_questions else []
+        subs = generate(model, tokenizer, sub_qs, config.prompt, max_new_tokens=settings.sub_max_new_tokens,
+                        **gen_kw) if sub_qs else []
         acc = token_accuracy(model, tokenizer, rec, config)
         loc = None
         if probe is not None:
@@ -215,10 +219,12 @@ def evaluate_record(model: nn.Module, tokenizer: Any, rec: EvalRecord, config: E
         "id": rec.id, "category": rec.category, "question": req.question, "answer_tokens": n_target,
         "n_chunks": sum(len(r) for r in result.reports),
         "before": before, "prediction": answers[0], "paraphrase_predictions": answers[1:],
-        "sub_predictions": subs,
+        "sub_predictions": subs, "sub_before_predictions": subs_before,
         "scores": {"before": scorer.long(req.answer, before), "question": scorer.long(req.answer, answers[0]),
                    "paraphrase": _mean_dicts([scorer.long(req.answer, a) for a in answers[1:]]),
                    "sub": _mean_dicts([scorer.short(a, p) for (_, a), p in zip(rec.sub_questions, subs)]),
+                   "sub_before": _mean_dicts([scorer.short(a, p) for (_, a), p in zip(rec.sub_questions,
+                                                                                      subs_before)]),
                    "token_accuracy": acc, "token_accuracy_before": acc_before},
         "locality": loc,
         "timings": {**result.timings, "generation_s": t_gen},

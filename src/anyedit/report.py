@@ -95,6 +95,7 @@ COLUMNS: list[tuple[str, tuple[str, ...]]] = [
     ("tok acc", ("scores", "token_accuracy")),
     ("para R-L F1", ("scores", "paraphrase", "rougeL_f")),
     ("sub R-1 rec", ("scores", "sub", "rouge1_r")),
+    ("sub before", ("scores", "sub_before", "rouge1_r")),
     ("before R-L F1", ("scores", "before", "rougeL_f")),
     ("loc tok kept", ("locality", "token_agreement")),
     ("loc identical", ("locality", "exact")),
