@@ -180,3 +180,49 @@ def test_report_compares_runs_on_the_records_they_share(tmp_path):
     other = run("other", {"9": 0.1})  # another dataset file is not cut
     (other / "run.json").write_text(json.dumps({"label": "other", "dataset": {"path": "/d/mq.json"}, "config": {}}))
     assert "| other | mq | 1 | " in report([done, going, other])
+
+
+def test_processes_sharing_a_run_split_the_records_and_sampling_is_seeded_per_record(llama, corpus_file, tmp_path,
+                                                                                       monkeypatch):
+    """Two processes on one --out directory: a record claimed by a live process is left to it, a record another
+    process finished meanwhile is not redone; sampled answers do not depend on how the records were split."""
+    import anyedit.evaluation as ev
+
+    model, tok = llama
+    ds = _dataset(tmp_path)
+    settings = EvalSettings(n_probes=0, embed=False, compat=False, max_new_tokens=12, sub_max_new_tokens=4,
+                            sample_temperature=1.0)
+    cfg = _cfg(corpus_file)
+    out = tmp_path / "shared"
+    out.mkdir()
+    held = ev._claim(out, "1")  # "another process" is evaluating record 1
+    assert held is not None and ev._claim(out, "1") is None
+    real_record = ev.evaluate_record
+    calls = []
+
+    def record_then_other_process_finishes_2(model, tok, rec, *args):
+        row = real_record(model, tok, rec, *args)
+        calls.append(rec.id)
+        if rec.id == "0":  # meanwhile the other process writes record 2
+            with open(out / "rows.jsonl", "a") as fh:
+                fh.write(json.dumps({**row, "id": "2", "prediction": "by the other process"}) + "\n")
+        return row
+
+    monkeypatch.setattr(ev, "evaluate_record", record_then_other_process_finishes_2)
+    evaluate(model, tok, ds, cfg, out, settings=settings, cache_dir=tmp_path, show_progress=False)
+    assert calls == ["0"]  # 1 was claimed, 2 was done by the time it came up
+    held.close()  # the other process dies without writing record 1
+    evaluate(model, tok, ds, cfg, out, settings=settings, cache_dir=tmp_path, show_progress=False)
+    assert calls == ["0", "1"]
+    rows = {r["id"]: r for r in map(json.loads, (out / "rows.jsonl").read_text().splitlines())}
+    assert sorted(rows) == ["0", "1", "2"] and len((out / "rows.jsonl").read_text().splitlines()) == 3
+
+    # record 1 alone samples the same answers as after record 0 in one uninterrupted run (seed per record)
+    monkeypatch.setattr(ev, "evaluate_record", real_record)
+    full = evaluate(model, tok, ds, cfg, tmp_path / "full", settings=settings, cache_dir=tmp_path,
+                    show_progress=False)
+    alone = evaluate(model, tok, load_dataset(ds.path, ids=["1"]), cfg, tmp_path / "alone", settings=settings,
+                     cache_dir=tmp_path, show_progress=False)
+    row1 = json.loads((alone / "rows.jsonl").read_text())
+    full1 = next(r for r in map(json.loads, (full / "rows.jsonl").read_text().splitlines()) if r["id"] == "1")
+    assert (row1["before"], row1["prediction"]) == (full1["before"], full1["prediction"])

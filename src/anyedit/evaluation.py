@@ -12,16 +12,26 @@ Protocol per record (paper §5 / reference §6, with its flaws fixed):
 4. the edit is reverted and the touched weights are checked bit for bit against their fingerprints;
 5. one JSON row is appended to ``rows.jsonl`` and flushed. A killed run resumes after the last row.
 
+Several processes may run the same evaluation into the same directory at once (e.g. one per GPU, or
+two 1-thread processes on 2 CPU cores): each record is claimed with an OS file lock
+(``claims/<hash>.lock``, released automatically when a process dies) and rows are appended under a lock,
+so every record is done once. Sampling (``sample_temperature``) is seeded per record from ``seed`` and
+the record ID, so the answers do not depend on how the records were split or resumed.
+
 Paraphrases and sub-questions are never used for editing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import os
 import platform
 import time
+import zlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -120,8 +130,55 @@ def _manifest(model: nn.Module, dataset: LoadedDataset, config: EditConfig, sett
             "label": label or f"{config.method}{'' if config.chunking.mode == 'none' else '+'}"}
 
 
-def _check_resume(out: Path, manifest: dict[str, Any]) -> set[str]:
+try:  # POSIX advisory locks; without them (Windows) one process per output directory
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+
+@contextlib.contextmanager
+def _dir_lock(out: Path) -> Iterator[None]:
+    """Exclusive lock on the run directory while its files are read or written (blocks for milliseconds)."""
+    with open(out / ".lock", "a") as fh:
+        if fcntl is not None:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock
+
+
+def _claim(out: Path, rid: str) -> Any | None:
+    """An open file holding the lock of record ``rid``, or None when another live process holds it."""
+    d = out / "claims"
+    d.mkdir(exist_ok=True)
+    fh = open(d / f"{hashlib.sha1(rid.encode()).hexdigest()[:16]}.lock", "a")
+    if fcntl is not None:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            return None
+    return fh
+
+
+def _done_ids(rows: Path, clean: bool = False) -> set[str]:
+    """IDs of the complete rows; with ``clean``, a row cut short by a kill is removed (call under the lock)."""
+    if not rows.is_file():
+        return set()
     done: set[str] = set()
+    good, cut = [], False
+    for line in rows.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            cut = True
+            continue  # a row cut short by a kill: dropped and redone
+        good.append(line)
+        done.add(str(row["id"]))
+    if clean and cut:
+        rows.write_text("".join(f"{x}\n" for x in good), encoding="utf-8")
+    return done
+
+
+def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
     mpath = out / "run.json"
     if mpath.is_file():
         old = json.loads(mpath.read_text())
@@ -129,36 +186,27 @@ def _check_resume(out: Path, manifest: dict[str, Any]) -> set[str]:
             if old.get(key) != manifest.get(key):
                 raise ConfigError(f"{out} holds a run with a different {key}; use a new --out directory "
                                   "(or delete it) to start another run")
-    rows = out / "rows.jsonl"
-    if rows.is_file():
-        good = []
-        for line in rows.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a row cut short by a kill: dropped and redone
-            good.append(line)
-            done.add(str(row["id"]))
-        rows.write_text("".join(f"{x}\n" for x in good), encoding="utf-8")
-    return done
 
 
 def evaluate(model: nn.Module, tokenizer: Any, dataset: LoadedDataset, config: EditConfig, out_dir: str | Path, *,
              settings: EvalSettings | None = None, label: str | None = None, cache_dir: str | Path | None = None,
              show_progress: bool = True) -> Path:
-    """Evaluate ``config`` on every record of ``dataset``; rows go to ``out_dir/rows.jsonl`` (resumable)."""
+    """Evaluate ``config`` on every record of ``dataset``; rows go to ``out_dir/rows.jsonl`` (resumable; other
+    processes may work on the same directory at the same time, see the module doc)."""
     settings = settings or EvalSettings()
     out = Path(out_dir)
     manifest = _manifest(model, dataset, config, settings, label)
-    done = _check_resume(out, manifest)
+    _check_manifest(out, manifest)  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    if not (out / "run.json").is_file():
-        (out / "run.json").write_text(json.dumps({**manifest, "versions": _versions(),
-                                                  "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1))
+    with _dir_lock(out):
+        _check_manifest(out, manifest)  # another process may have started the run meanwhile
+        done = _done_ids(out / "rows.jsonl", clean=True)
+        if not (out / "run.json").is_file():
+            (out / "run.json").write_text(json.dumps({**manifest, "versions": _versions(),
+                                                      "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1))
     todo = [r for r in dataset.records if r.id not in done]
     if done:
         log.info("resuming: %d of %d records already done", len(done), len(dataset.records))
-    torch.manual_seed(settings.seed)
     from .models import default_cache_dir
 
     cache = CovarianceCache(cache_dir or default_cache_dir(), show_progress=show_progress)
@@ -171,15 +219,29 @@ def evaluate(model: nn.Module, tokenizer: Any, dataset: LoadedDataset, config: E
                               max_new_tokens=settings.probe_tokens)
     sample = settings.sample_temperature is not None
     gen_kw = dict(sample=sample, temperature=settings.sample_temperature or 1.0)
-    with open(out / "rows.jsonl", "a", encoding="utf-8") as fh, \
-            tqdm(total=len(dataset.records), initial=len(done), desc="eval", unit="record",
-                 disable=not show_progress) as bar:
+    ids = {r.id for r in dataset.records}
+    elsewhere = 0
+    with tqdm(total=len(dataset.records), initial=len(done), desc="eval", unit="record",
+              disable=not show_progress) as bar:
         for rec in todo:
-            row = evaluate_record(model, tokenizer, rec, config, settings, scorer, probe, cache, gen_kw)
-            fh.write(json.dumps(row) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-            bar.update(1)
+            claim = _claim(out, rec.id)
+            if claim is None:
+                elsewhere += 1  # another process is on it
+                continue
+            with claim:
+                with _dir_lock(out):
+                    if rec.id in _done_ids(out / "rows.jsonl"):
+                        continue  # finished by another process since we started
+                torch.manual_seed(settings.seed + zlib.crc32(rec.id.encode()))
+                row = evaluate_record(model, tokenizer, rec, config, settings, scorer, probe, cache, gen_kw)
+                with _dir_lock(out), open(out / "rows.jsonl", "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(row) + "\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                    bar.n = len(_done_ids(out / "rows.jsonl") & ids)
+                bar.refresh()
+    if elsewhere:
+        log.info("%d record(s) were being evaluated by another process when this one reached them", elsewhere)
     return out
 
 
