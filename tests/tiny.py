@@ -43,8 +43,8 @@ def tiny_model(kind: str, seed: int = 0, vocab: int | None = None):
 
     vocab = vocab or len(tiny_tokenizer())
     torch.manual_seed(seed)
-    common = dict(vocab_size=vocab, bos_token_id=0, eos_token_id=2, pad_token_id=0, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                  num_attention_heads=4, max_position_embeddings=256)
+    common = dict(vocab_size=vocab, bos_token_id=0, eos_token_id=2, pad_token_id=0, hidden_size=64,
+                  intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, max_position_embeddings=256)
     if kind == "llama":
         cfg = tf.LlamaConfig(num_key_value_heads=2, **common)
     elif kind == "qwen2":
@@ -60,13 +60,14 @@ def tiny_model(kind: str, seed: int = 0, vocab: int | None = None):
     elif kind == "phi3":
         cfg = tf.Phi3Config(num_key_value_heads=2, **common)
     elif kind == "gpt2":
-        cfg = tf.GPT2Config(vocab_size=vocab, bos_token_id=0, eos_token_id=2, n_embd=64, n_layer=4, n_head=4, n_positions=256, n_inner=128)
+        cfg = tf.GPT2Config(vocab_size=vocab, bos_token_id=0, eos_token_id=2, n_embd=64, n_layer=4, n_head=4,
+                            n_positions=256, n_inner=128)
     elif kind == "gptj":
-        cfg = tf.GPTJConfig(vocab_size=vocab, bos_token_id=0, eos_token_id=2, n_embd=64, n_layer=4, n_head=4, n_positions=256, n_inner=128,
-                            rotary_dim=8)
+        cfg = tf.GPTJConfig(vocab_size=vocab, bos_token_id=0, eos_token_id=2, n_embd=64, n_layer=4, n_head=4,
+                            n_positions=256, n_inner=128, rotary_dim=8)
     elif kind == "gpt_neox":
-        cfg = tf.GPTNeoXConfig(vocab_size=vocab, bos_token_id=0, eos_token_id=2, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                               num_attention_heads=4, max_position_embeddings=256)
+        cfg = tf.GPTNeoXConfig(vocab_size=vocab, bos_token_id=0, eos_token_id=2, hidden_size=64, intermediate_size=128,
+                               num_hidden_layers=4, num_attention_heads=4, max_position_embeddings=256)
     else:
         raise ValueError(kind)
     model = tf.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)

@@ -202,8 +202,10 @@ def evaluate(model: nn.Module, tokenizer: Any, dataset: LoadedDataset, config: E
         _check_manifest(out, manifest)  # another process may have started the run meanwhile
         done = _done_ids(out / "rows.jsonl", clean=True)
         if not (out / "run.json").is_file():
-            (out / "run.json").write_text(json.dumps({**manifest, "versions": _versions(),
-                                                      "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1))
+            tmp = out / "run.json.tmp"  # written whole, then renamed: a process starting beside us never reads half
+            tmp.write_text(json.dumps({**manifest, "versions": _versions(),
+                                       "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1))
+            os.replace(tmp, out / "run.json")
     todo = [r for r in dataset.records if r.id not in done]
     if done:
         log.info("resuming: %d of %d records already done", len(done), len(dataset.records))
