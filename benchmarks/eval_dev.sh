@@ -2,7 +2,7 @@
 # The paper's evaluation on the dev samples (README, "Evaluation on the dev samples"): MEMIT with AnyEdit's
 # chunking (memit+, the small-chat-memit preset) and without (memit: the same preset with --chunking none,
 # the single-token baseline), on the first N records of each file in ../shared/data; then the tables and plots.
-#   bash benchmarks/eval_dev.sh [N] [OUT_DIR]        (N = 20: ~14 h on 2 CPU cores; rerun to resume)
+#   bash benchmarks/eval_dev.sh [N] [OUT_DIR]        (N = 20: ~11 h on 2 CPU cores; rerun to resume)
 # Two worker processes with one torch thread each: on 2 cores that does ~1.3x the work of one 2-thread
 # process (0.29-0.33 s per value-search step each vs 0.20 s alone, measured), without the oversubscription
 # two 2-thread processes suffer. Both go through all six runs (in opposite orders) and share each run

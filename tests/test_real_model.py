@@ -1,8 +1,9 @@
 """Real behaviour on the embedded default model (SmolLM2-135M-Instruct) with its preset.
 
-Two long records from ../shared/data (not used to tune the preset): after the edit the model generates
-the new answer; unrelated prompts keep their answers; revert restores every weight bit for bit; a saved
-edit reproduces the answer in a new process and is refused by a different model.
+One long record from ../shared/data (not used to tune the preset), edited once: after the edit the model
+generates the new answer; unrelated prompts keep their answers; revert restores every weight bit for bit;
+the saved edit reproduces the answer in a new process (CLI) and is refused by a different model. The CLI's
+own `edit` command is covered on tiny models in test_cli.py (it calls the same compute_edits).
 """
 
 from __future__ import annotations
@@ -64,49 +65,58 @@ def _check_edited(model, tok, req, probe) -> None:
     assert "Paris" in generate(model, tok, UNRELATED[0], max_new_tokens=20)[0]
 
 
-def test_api_edit_generates_the_new_answer_and_reverts_bitwise(real, probe):
+@pytest.fixture(scope="module")
+def edited(real, tmp_path_factory):
+    """One real edit (the preset's method), computed once through the API and saved: the tests below check it
+    in this process, in a new process through the CLI, and against another model."""
     model, tok = real
     req = _record("editeverything_dev.json", "128")  # code, 124 answer tokens
     before = {n: p.detach().clone() for n, p in model.state_dict().items()}
     result = anyedit.compute_edits(model, tok, req, show_progress=False)
-    assert all(torch.equal(p, before[n]) for n, p in model.state_dict().items()), "compute_edits changed the model"
+    changed = [n for n, p in model.state_dict().items() if not torch.equal(p, before[n])]
+    edit_dir = result.save(tmp_path_factory.mktemp("real") / "edit")
+    return req, result, edit_dir, changed
+
+
+def _weights(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.state_dict().items()}
+
+
+def test_api_edit_generates_the_new_answer_and_reverts_bitwise(real, probe, edited):
+    model, tok = real
+    req, result, _, changed = edited
+    assert not changed, f"compute_edits changed the model: {changed}"
+    before = _weights(model)
     with result.applied(model):
         _check_edited(model, tok, req, probe)
     assert all(torch.equal(p, before[n]) for n, p in model.state_dict().items()), "revert is not bit-exact"
 
 
-def test_cli_saved_edit_reproduces_in_a_new_process(real, probe, tmp_path):
+def test_saved_edit_reproduces_in_a_new_process(real, probe, edited):
+    """`anyedit ask --edit DIR` in a fresh process generates the new answer; the same files loaded here apply
+    the same weights as the in-memory edit, and revert bit for bit."""
     model, tok = real
-    req = _record("unkebench_dev.json", "27")  # biography, 123 answer tokens
-    reqs = tmp_path / "req.json"
-    reqs.write_text(json.dumps([req.to_dict()]))
-    edit_dir = tmp_path / "edit"
+    req, result, edit_dir, _ = edited
+    n = len(prepare_request(tok, req, anyedit.PromptConfig()).target_ids)
     env = {**os.environ, "TQDM_DISABLE": "1"}
-    cli = [sys.executable, "-m", "anyedit.cli"]
-    run = subprocess.run([*cli, "edit", "--requests", str(reqs), "--save", str(edit_dir), "--no-compare", "-q"],
-                         capture_output=True, text=True, env=env, timeout=1200)
-    assert run.returncode == 0, run.stderr
-    ask = subprocess.run([*cli, "ask", "--question", req.question, "--edit", str(edit_dir), "-q",
-                          "--max-new-tokens", "160"], capture_output=True, text=True, env=env, timeout=600)
+    ask = subprocess.run([sys.executable, "-m", "anyedit.cli", "ask", "--question", req.question, "--edit",
+                          str(edit_dir), "-q", "--max-new-tokens", str(n + 16)],
+                         capture_output=True, text=True, env=env, timeout=600)
     assert ask.returncode == 0, ask.stderr
     assert _rouge_l(req.answer, ask.stdout.strip()) >= 0.9, ask.stdout
-    # the same saved edit, applied in this process: locality holds and revert is exact
-    edit = anyedit.load_edits(edit_dir)
-    before = {n: p.detach().clone() for n, p in model.state_dict().items()}
-    with edit.applied(model):
-        _check_edited(model, tok, req, probe)
+    before = _weights(model)
+    with result.applied(model):
+        in_memory = _weights(model)
+    with anyedit.load_edits(edit_dir).applied(model):
+        assert all(torch.equal(p, in_memory[n]) for n, p in model.state_dict().items()), "saved != in-memory edit"
     assert all(torch.equal(p, before[n]) for n, p in model.state_dict().items())
 
 
-def test_saved_edit_is_refused_by_another_model(tmp_path, real):
+def test_saved_edit_is_refused_by_another_model(tmp_path, edited):
     """A different model (a tiny llama saved to disk) refuses the edit: exit 2, one line, nothing written."""
     from .tiny import tiny_model, tiny_tokenizer
 
-    model, tok = real
-    req = anyedit.EditRequest("What is the capital of France?", "Paris.")
-    result = anyedit.compute_edits(model, tok, req, anyedit.preset_config(model).with_overrides(
-        {"value.max_steps": 2, "rounds": 1}), show_progress=False)
-    d = result.save(tmp_path / "edit")
+    _, _, d, _ = edited
     other = tmp_path / "other"
     tiny_model("llama").save_pretrained(other)
     tiny_tokenizer().save_pretrained(other)
