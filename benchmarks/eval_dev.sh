@@ -25,7 +25,7 @@ worker() {  # worker NAME JOB...   (JOB = file:label; label memit = --chunking n
 }
 mkdir -p "$OUT"
 worker a "${JOBS[@]}" & a=$!
-worker b "${JOBS[3]}" "${JOBS[4]}" "${JOBS[5]}" "${JOBS[0]}" "${JOBS[1]}" "${JOBS[2]}" & b=$!
+worker b "${JOBS[@]:3}" "${JOBS[@]:0:3}" & b=$!  # the other half first
 wait $a && wait $b
 for f in mquake_cf unkebench editeverything; do
   .venv/bin/anyedit report "$OUT/$f-memit+" "$OUT/$f-memit" --plots "$OUT/plots-$f"

@@ -65,21 +65,21 @@ def _check_edited(model, tok, req, probe) -> None:
     assert "Paris" in generate(model, tok, UNRELATED[0], max_new_tokens=20)[0]
 
 
+def _weights(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.state_dict().items()}
+
+
 @pytest.fixture(scope="module")
 def edited(real, tmp_path_factory):
     """One real edit (the preset's method), computed once through the API and saved: the tests below check it
     in this process, in a new process through the CLI, and against another model."""
     model, tok = real
     req = _record("editeverything_dev.json", "128")  # code, 124 answer tokens
-    before = {n: p.detach().clone() for n, p in model.state_dict().items()}
+    before = _weights(model)
     result = anyedit.compute_edits(model, tok, req, show_progress=False)
     changed = [n for n, p in model.state_dict().items() if not torch.equal(p, before[n])]
     edit_dir = result.save(tmp_path_factory.mktemp("real") / "edit")
     return req, result, edit_dir, changed
-
-
-def _weights(model) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.state_dict().items()}
 
 
 def test_api_edit_generates_the_new_answer_and_reverts_bitwise(real, probe, edited):

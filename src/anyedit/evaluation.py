@@ -256,8 +256,15 @@ def evaluate_record(model: nn.Module, tokenizer: Any, rec: EvalRecord, config: E
     t0 = time.perf_counter()
     before = generate(model, tokenizer, req.question, config.prompt, max_new_tokens=max_new, **gen_kw)[0]
     sub_qs = [q for q, _ in rec.sub_questions]
-    subs_before = generate(model, tokenizer, sub_qs, config.prompt, max_new_tokens=settings.sub_max_new_tokens,
-                           **gen_kw) if sub_qs else []
+
+    def answer_subs() -> list[str]:  # the sub-questions, asked on their own (before and after the edit)
+        return generate(model, tokenizer, sub_qs, config.prompt, max_new_tokens=settings.sub_max_new_tokens,
+                        **gen_kw) if sub_qs else []
+
+    def sub_scores(preds: list[str]) -> dict[str, float]:
+        return _mean_dicts([scorer.short(a, p) for (_, a), p in zip(rec.sub_questions, preds)])
+
+    subs_before = answer_subs()
     acc_before = token_accuracy(model, tokenizer, rec, config)
     t_gen0 = time.perf_counter() - t0
     result = compute_edits(model, tokenizer, req, config, stats_cache=cache, show_progress=False)
@@ -266,8 +273,7 @@ def evaluate_record(model: nn.Module, tokenizer: Any, rec: EvalRecord, config: E
         t1 = time.perf_counter()
         answers = generate(model, tokenizer, [req.question, *rec.paraphrases], config.prompt,
                            max_new_tokens=max_new, **gen_kw)
-        subs = generate(model, tokenizer, sub_qs, config.prompt, max_new_tokens=settings.sub_max_new_tokens,
-                        **gen_kw) if sub_qs else []
+        subs = answer_subs()
         acc = token_accuracy(model, tokenizer, rec, config)
         loc = None
         if probe is not None:
@@ -286,9 +292,7 @@ def evaluate_record(model: nn.Module, tokenizer: Any, rec: EvalRecord, config: E
         "sub_predictions": subs, "sub_before_predictions": subs_before,
         "scores": {"before": scorer.long(req.answer, before), "question": scorer.long(req.answer, answers[0]),
                    "paraphrase": _mean_dicts([scorer.long(req.answer, a) for a in answers[1:]]),
-                   "sub": _mean_dicts([scorer.short(a, p) for (_, a), p in zip(rec.sub_questions, subs)]),
-                   "sub_before": _mean_dicts([scorer.short(a, p) for (_, a), p in zip(rec.sub_questions,
-                                                                                      subs_before)]),
+                   "sub": sub_scores(subs), "sub_before": sub_scores(subs_before),
                    "token_accuracy": acc, "token_accuracy_before": acc_before},
         "locality": loc,
         "timings": {**result.timings, "generation_s": t_gen},
