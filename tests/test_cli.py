@@ -173,6 +173,16 @@ def test_eval_then_report(model_dirs, tmp_path, capsys):
     assert "| memit+ | data | 2 |" in captured.out and "broken" in captured.err
     assert main(["report", str(out), "--plots", str(tmp_path / "plots")]) == 0
     assert (tmp_path / "plots" / "length.png").is_file()
+    assert main(["report", str(out)]) == 0 and (out / "plots" / "length.png").is_file()  # plots by default
+    run = json.loads((out / "run.json").read_text())
+    assert run["skipped_records"] == ["broken: missing field 'answer'"]
+    assert run["settings"]["sub_max_new_tokens"] == 64
+    # the reference's decoding, one option overridden
+    ref = tmp_path / "ref"
+    assert main([*argv[:-len(fast)], "--out", str(ref), "--ids", "0", "--reference-decoding",
+                 "--sub-max-new-tokens", "5", *fast]) == 0
+    settings = json.loads((ref / "run.json").read_text())["settings"]
+    assert (settings["sample_temperature"], settings["max_new_tokens"], settings["sub_max_new_tokens"]) == (0.001, 8, 5)
 
 
 def test_sweep_runs_every_setting(model_dirs, tmp_path, capsys):
@@ -185,6 +195,10 @@ def test_sweep_runs_every_setting(model_dirs, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "chunking.window=3" in out and "chunking.window=6" in out and "on the front" in out
     assert (tmp_path / "sw" / "plots" / "chunk_sweep.png").is_file()
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "sw"), "--no-plots"]) == 0  # the sweep directory stands for its runs
+    out = capsys.readouterr().out
+    assert "| chunking.window=3 |" in out and "| chunking.window=6 |" in out and "wrote" not in out
     _bad(capsys, ["sweep", "--model", str(model_dirs["a"]), "--dataset", str(data), "--out", str(tmp_path / "s2"),
                   "--grid", "chunking.nonsense=1", *fast], "unknown config field")
     assert not (tmp_path / "s2").exists()

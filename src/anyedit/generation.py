@@ -1,8 +1,15 @@
-"""Greedy answers with an explicit generation config (nothing inherited silently from the model)."""
+"""Greedy answers with an explicit generation config (nothing inherited silently from the model).
+
+transformers fills every field a ``GenerationConfig`` leaves unset from the model's own
+``generation_config`` (a checkpoint's sampling, top-p, repetition penalty, beams, suppressed tokens, ...).
+:func:`generate` swaps in a blank one for the call, so only what :func:`generation_config` sets and
+transformers' global defaults apply, whatever the checkpoint ships.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -29,7 +36,49 @@ def generation_config(tokenizer: Any, prompt: PromptConfig, max_new_tokens: int,
     return GenerationConfig(**kw)
 
 
+@contextlib.contextmanager
+def without_model_defaults(model: nn.Module) -> Iterator[None]:
+    """The model's ``generation_config`` replaced by a blank one while the block runs (then put back)."""
+    from transformers import GenerationConfig
+
+    saved = getattr(model, "generation_config", None)
+    model.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        model.generation_config = saved
+
+
 @torch.no_grad()
+def generate_ids(model: nn.Module, tokenizer: Any, encoded: Sequence[Sequence[int]], prompt: PromptConfig,
+                 max_new_tokens: int, batch_size: int = 8, sample: bool = False,
+                 temperature: float = 1.0) -> list[list[int]]:
+    """The answer token IDs to each encoded prompt (left-padded batches of ``batch_size``), up to and including
+    the first stop token (end of turn or EOS)."""
+    gen_cfg = generation_config(tokenizer, prompt, max_new_tokens, sample=sample, temperature=temperature)
+    stops = set(gen_cfg.eos_token_id or [])
+    device = next(model.parameters()).device
+    out: list[list[int]] = []
+    for b in range(0, len(encoded), batch_size):
+        batch = encoded[b: b + batch_size]
+        width = max(len(e) for e in batch)
+        ids = torch.full((len(batch), width), gen_cfg.pad_token_id, dtype=torch.long, device=device)
+        mask = torch.zeros_like(ids)
+        for i, e in enumerate(batch):
+            ids[i, width - len(e):] = torch.tensor(list(e), device=device)
+            mask[i, width - len(e):] = 1
+        with without_model_defaults(model):
+            res = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_cfg)
+        for row in res[:, width:].tolist():
+            ans: list[int] = []
+            for t in row:
+                ans.append(t)
+                if t in stops:
+                    break
+            out.append(ans)
+    return out
+
+
 def generate(model: nn.Module, tokenizer: Any, questions: str | Sequence[str], prompt: PromptConfig | None = None,
              max_new_tokens: int = 256, batch_size: int = 8, sample: bool = False,
              temperature: float = 1.0) -> list[str]:
@@ -37,18 +86,6 @@ def generate(model: nn.Module, tokenizer: Any, questions: str | Sequence[str], p
     prompt = prompt or PromptConfig()
     if isinstance(questions, str):
         questions = [questions]
-    gen_cfg = generation_config(tokenizer, prompt, max_new_tokens, sample=sample, temperature=temperature)
-    device = next(model.parameters()).device
-    answers: list[str] = []
-    for b in range(0, len(questions), batch_size):
-        encoded = [encode_prompt(tokenizer, q, prompt)[0] for q in questions[b: b + batch_size]]
-        width = max(len(e) for e in encoded)
-        ids = torch.full((len(encoded), width), gen_cfg.pad_token_id, dtype=torch.long, device=device)
-        mask = torch.zeros_like(ids)
-        for i, e in enumerate(encoded):
-            ids[i, width - len(e):] = torch.tensor(e, device=device)
-            mask[i, width - len(e):] = 1
-        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_cfg)
-        for row in out[:, width:]:
-            answers.append(tokenizer.decode(row, skip_special_tokens=True))
-    return answers
+    encoded = [encode_prompt(tokenizer, q, prompt)[0] for q in questions]
+    ids = generate_ids(model, tokenizer, encoded, prompt, max_new_tokens, batch_size, sample, temperature)
+    return [tokenizer.decode(a, skip_special_tokens=True) for a in ids]

@@ -83,7 +83,8 @@ def detect_format(record: Any) -> str:
         rw = record["requested_rewrite"]
         if isinstance(rw, list):
             return "mquake"
-        return "wikiupdate" if "time_new" in record else "counterfact"
+        has_time = "time_new" in record or (isinstance(rw, dict) and "time_new" in rw)
+        return "wikiupdate" if has_time else "counterfact"
     if "para_question" in record or "sub_question" in record:
         return "unkebench"
     if "paraphrases" in record or "sub_questions" in record:
@@ -110,15 +111,26 @@ def _subject(rw: dict[str, Any], question: str) -> str | None:
 def _triplets(rw: dict[str, Any], limit: int = 5) -> tuple[tuple[str, str], ...]:
     out = []
     for t in rw.get("unsfact_triplets_GPT", [])[:limit]:
-        prompt = t["prompt"]
+        prompt, target = t["prompt"], t["target"]
+        if not isinstance(prompt, str) or not isinstance(target, str):
+            raise ValueError("unsfact_triplets_GPT prompt and target must be strings")
         q = prompt.replace("{}", t["subject"]) if "{}" in prompt else prompt
-        out.append((q, t["target"]))
+        out.append((q, target))
     return tuple(out)
 
 
+def record_id(rec: Any, index: int) -> str:
+    """A record's ID: its ``id``, else its ``case_id`` (AKEW), else its index in the file."""
+    if isinstance(rec, dict):
+        for key in ("id", "case_id"):
+            if rec.get(key) is not None:
+                return str(rec[key])
+    return str(index)
+
+
 def _convert(rec: dict[str, Any], fmt: str, index: int) -> EvalRecord:
+    rid = record_id(rec, index)
     if fmt == "unkebench":
-        rid = str(rec.get("id", index))
         subs_q = _str_list(rec.get("sub_question", []), "sub_question")
         subs_a = _str_list(rec.get("sub_answer", []), "sub_answer")
         if len(subs_q) != len(subs_a):
@@ -128,22 +140,18 @@ def _convert(rec: dict[str, Any], fmt: str, index: int) -> EvalRecord:
                           (para,) if isinstance(para, str) and para.strip() else (),
                           tuple(zip(subs_q, subs_a))[:5])
     if fmt == "mquake":
-        rid = str(rec.get("case_id", index))
         rw = rec["requested_rewrite"][0]
         return EvalRecord(rid, EditRequest(rw["question"], rw["fact_new_uns"], id=rid,
                                            subject=_subject(rw, rw["question"])), (), _triplets(rw))
     if fmt in ("counterfact", "wikiupdate"):
-        rid = str(rec.get("case_id", rec.get("id", index)))
         rw = rec["requested_rewrite"]
         q = rw.get("prompt_full") or rw["prompt"].replace("{}", rw["subject"])
-        para = rec.get("paraphrase_prompts") or []
+        para = _str_list(rec.get("paraphrase_prompts") or [], "paraphrase_prompts")
         return EvalRecord(rid, EditRequest(q, rw["fact_new_uns"], id=rid, subject=_subject(rw, q)),
                           tuple(para[:1]), _triplets(rw))
     if fmt == "editeverything":
-        rid = str(rec.get("id", index))
         return EvalRecord(rid, EditRequest(rec["question"], rec["answer"], id=rid), category=rec.get("category"))
     if fmt == "plain":
-        rid = str(rec.get("id", index))
         paras = _str_list(rec.get("paraphrases", []), "paraphrases")
         subs = rec.get("sub_questions", [])
         if not isinstance(subs, list) or not all(isinstance(s, (list, tuple)) and len(s) == 2 for s in subs):
@@ -168,7 +176,7 @@ def load_dataset(path: str | Path, format: str = "auto", limit: int | None = Non
     for i, rec in enumerate(data):
         if limit is not None and len(out.records) >= limit:
             break
-        rid = str(rec.get("id", rec.get("case_id", i))) if isinstance(rec, dict) else str(i)
+        rid = record_id(rec, i)
         if wanted is not None:
             if rid not in wanted:
                 continue

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .config import PromptConfig
-from .generation import generation_config
+from .generation import generate_ids
 from .prompts import encode_prompt
 
 
@@ -54,22 +54,9 @@ class LocalityProbe:
         self.answers = self._generate(model)
         self.nll, self.argmax = self._teacher_forced(model)
 
-    @torch.no_grad()
     def _generate(self, model: nn.Module) -> list[list[int]]:
-        gen = generation_config(self.tokenizer, self.prompt_cfg, self.max_new_tokens)
-        stops = set(gen.eos_token_id or [])
-        out: list[list[int]] = []
-        for ids, mask, width, n in self._batches(self.encoded, left=True, device=next(model.parameters()).device,
-                                                 pad=gen.pad_token_id):
-            res = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)
-            for row in res[:n, width:].tolist():
-                ans: list[int] = []
-                for t in row:
-                    ans.append(t)
-                    if t in stops:
-                        break
-                out.append(ans)
-        return out
+        return generate_ids(model, self.tokenizer, self.encoded, self.prompt_cfg, self.max_new_tokens,
+                            batch_size=self.batch_size)
 
     def _batches(self, seqs: list[list[int]], left: bool, device: torch.device, pad: int):
         for b in range(0, len(seqs), self.batch_size):

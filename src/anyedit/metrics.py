@@ -15,19 +15,28 @@ The reference code's definitions (``compat_*``), to put our numbers beside the p
 
 * ``compat_bleu``: NLTK ``sentence_bleu`` on the raw strings, i.e. character-level BLEU-4, no smoothing;
 * ``compat_rouge``: recall of the ``rouge==1.0.1`` package (unique n-gram sets, split on '.' and spaces),
-  with the reference's "append a space when the prediction has none" guard;
+  with the recursion limit raised to 2000 as the reference does (its union-LCS recursion can still
+  overflow on very long outputs without a period: then the scores are 0 and a warning is logged);
 * ``Embedder.compat_similarity``: one MiniLM embedding per text, truncated at 256 word pieces.
+
+All three first apply the reference's guard against empty predictions: a prediction without a space
+gets one appended (:func:`compat_prediction`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import logging
 import math
+import sys
 import warnings
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def bleu(reference: str, prediction: str) -> float:
@@ -72,26 +81,47 @@ def ngram_entropy(text: str, ns: tuple[int, ...] = (2, 3), weights: tuple[float,
     return sum(ents) / len(ents)
 
 
+def compat_prediction(prediction: str) -> str:
+    """The reference's guard, applied before each of its metrics: a space is appended to a prediction
+    that has none (so the ``rouge`` package does not reject an empty one)."""
+    return prediction if " " in prediction else prediction + " "
+
+
 def compat_bleu(reference: str, prediction: str) -> float:
     from nltk.translate.bleu_score import sentence_bleu
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return float(sentence_bleu([reference], prediction))
+        return float(sentence_bleu([reference], compat_prediction(prediction)))
+
+
+@contextlib.contextmanager
+def _recursion_limit(n: int):
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, n))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
 
 
 def compat_rouge(reference: str, prediction: str) -> dict[str, float]:
     """Recall of ROUGE-1/2/L as the reference computes it (``{"rouge1_r", "rouge2_r", "rougeL_r"}``)."""
     from rouge import Rouge
 
-    if " " not in prediction:
-        prediction = prediction + " "
+    prediction = compat_prediction(prediction)
+    zero = {"rouge1_r": 0.0, "rouge2_r": 0.0, "rougeL_r": 0.0}
     if not prediction.strip() or not reference.strip():
-        return {"rouge1_r": 0.0, "rouge2_r": 0.0, "rougeL_r": 0.0}
+        return zero
     try:
-        s = Rouge().get_scores(prediction, reference)[0]
-    except (ValueError, RecursionError):
-        return {"rouge1_r": 0.0, "rouge2_r": 0.0, "rougeL_r": 0.0}
+        with _recursion_limit(2000):  # as the reference sets it
+            s = Rouge().get_scores(prediction, reference)[0]
+    except ValueError:
+        return zero
+    except RecursionError:
+        log.warning("compat ROUGE: the rouge package's LCS recursion overflowed (as it would in the reference "
+                    "code) on a %d-character prediction; scored 0", len(prediction))
+        return zero
     return {"rouge1_r": s["rouge-1"]["r"], "rouge2_r": s["rouge-2"]["r"], "rougeL_r": s["rouge-l"]["r"]}
 
 
@@ -115,12 +145,27 @@ class Embedder:
         self.max_len = int(self.model.max_seq_length)
         self.tokenizer = self.model.tokenizer
 
+    def _n_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
     def _windows(self, text: str) -> list[tuple[str, int]]:
+        """Consecutive pieces of ``text`` that each fit the encoder (with its [CLS] and [SEP]), and their token
+        counts. A piece is decoded back to text for the encoder; when that text re-tokenizes longer than the
+        room, the piece is shortened, so the encoder never truncates one."""
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        step = max(1, self.max_len - 2)  # room for [CLS] and [SEP]
-        if len(ids) <= step:
+        room = max(1, self.max_len - 2)
+        if len(ids) <= room:
             return [(text, max(1, len(ids)))]
-        return [(self.tokenizer.decode(ids[i: i + step]), len(ids[i: i + step])) for i in range(0, len(ids), step)]
+        out, i = [], 0
+        while i < len(ids):
+            n = min(room, len(ids) - i)
+            piece = self.tokenizer.decode(ids[i: i + n])
+            while n > 1 and (m := self._n_tokens(piece)) > room:
+                n = max(1, n - (m - room))
+                piece = self.tokenizer.decode(ids[i: i + n])
+            out.append((piece, n))
+            i += n
+        return out
 
     def embed(self, text: str):
         import torch
@@ -135,5 +180,6 @@ class Embedder:
         return float(self.embed(reference) @ self.embed(prediction))
 
     def compat_similarity(self, reference: str, prediction: str) -> float:
-        v = self.model.encode([reference, prediction], convert_to_tensor=True, normalize_embeddings=True)
+        v = self.model.encode([reference, compat_prediction(prediction)], convert_to_tensor=True,
+                              normalize_embeddings=True)
         return float(v[0] @ v[1])

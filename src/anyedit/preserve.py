@@ -19,12 +19,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from .config import PreserveConfig, PromptConfig
 from .errors import CorpusError
-from .generation import generation_config
+from .generation import generate_ids
 from .prompts import encode_prompt, end_token_id
 from .stats import RowSource
 
@@ -59,32 +58,6 @@ def load_prompts(source: str) -> list[str]:
     return out
 
 
-@torch.no_grad()
-def _own_answers(model: nn.Module, tokenizer: Any, prompts: list[list[int]], n_tokens: int,
-                 prompt_cfg: PromptConfig, batch_size: int = 16) -> list[list[int]]:
-    gen = generation_config(tokenizer, prompt_cfg, n_tokens)
-    stops = set(gen.eos_token_id or [])
-    device = next(model.parameters()).device
-    out: list[list[int]] = []
-    for b in range(0, len(prompts), batch_size):
-        batch = prompts[b: b + batch_size]
-        width = max(len(p) for p in batch)
-        ids = torch.full((len(batch), width), gen.pad_token_id, dtype=torch.long, device=device)
-        mask = torch.zeros_like(ids)
-        for i, p in enumerate(batch):
-            ids[i, width - len(p):] = torch.tensor(p, device=device)
-            mask[i, width - len(p):] = 1
-        res = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)
-        for row in res[:, width:].tolist():
-            ans: list[int] = []
-            for t in row:
-                ans.append(t)
-                if t in stops:
-                    break
-            out.append(ans)
-    return out
-
-
 def chat_source(model: nn.Module, tokenizer: Any, cfg: PreserveConfig, prompt_cfg: PromptConfig,
                 cache_dir: Path | None, dtype: str = "float32") -> RowSource:
     """One row per conversation: templated prompt + the model's own greedy answer (cached on disk)."""
@@ -108,7 +81,7 @@ def chat_source(model: nn.Module, tokenizer: Any, cfg: PreserveConfig, prompt_cf
             state["a"] = json.loads(answers_path.read_text())
         else:
             log.info("generating the model's own answers to %d preservation prompts (once per model)", len(prompts))
-            state["a"] = _own_answers(model, tokenizer, encoded, cfg.answer_tokens, prompt_cfg)
+            state["a"] = generate_ids(model, tokenizer, encoded, prompt_cfg, cfg.answer_tokens, batch_size=16)
             if answers_path is not None:
                 answers_path.parent.mkdir(parents=True, exist_ok=True)
                 answers_path.write_text(json.dumps(state["a"]))

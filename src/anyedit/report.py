@@ -1,7 +1,9 @@
 """Tables and plots from evaluation runs (``rows.jsonl`` + ``run.json`` directories).
 
-``report(dirs)`` returns markdown: the paper-style table (one line per run; several runs side by side),
-per-category ROUGE-L for EditEverything-style data, and the reference-compatible metrics.
+``report(dirs)`` returns markdown: the question's table (one line per run; several runs side by side), the
+paraphrase and sub-question table (the paper's "Para." and "Sub" groups), per-category scores for
+EditEverything-style data, the reference-compatible metrics, and the records a run skipped. A directory without
+``run.json`` stands for the runs in its subdirectories (e.g. an ``anyedit sweep --out`` directory).
 ``pareto(dirs)`` tables the efficacy / paraphrase / locality front. ``plots(dirs, out)`` writes: score vs. answer length
 (paper Fig. 4a), per-category bars (Fig. 4b), the efficacy-locality scatter with its Pareto front and, when
 runs differ only in ``chunking.window``, the chunk-size sweep (Fig. 6).
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ class Run:
     path: Path
     manifest: dict[str, Any]
     rows: list[dict[str, Any]]
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # {"id", "skipped": why}: records not edited
 
     @property
     def label(self) -> str:
@@ -37,22 +40,39 @@ def load_run(path: str | Path) -> Run:
     path = Path(path)
     if not (path / "run.json").is_file():
         raise RequestError(f"{path}: not an evaluation run (no run.json); run `anyedit eval --out {path}` first")
-    rows = []
+    rows, skipped = [], []
     rows_file = path / "rows.jsonl"
     if rows_file.is_file():
         for line in rows_file.read_text(encoding="utf-8").splitlines():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
                 continue
-    return Run(path, json.loads((path / "run.json").read_text()), rows)
+            (skipped if "skipped" in row else rows).append(row)
+    return Run(path, json.loads((path / "run.json").read_text()), rows, skipped)
+
+
+def expand_runs(dirs: list[str | Path]) -> list[Path]:
+    """``dirs`` with each directory that is not a run itself replaced by its subdirectories that are
+    (sorted); an error names a directory that is neither."""
+    out: list[Path] = []
+    for d in map(Path, dirs):
+        if (d / "run.json").is_file():
+            out.append(d)
+            continue
+        subs = sorted(x for x in d.iterdir() if (x / "run.json").is_file()) if d.is_dir() else []
+        if not subs:
+            raise RequestError(f"{d}: not an evaluation run (no run.json, nor runs in its subdirectories); "
+                               f"run `anyedit eval --out {d}` first")
+        out.extend(subs)
+    return out
 
 
 def load_runs(dirs: list[str | Path], paired: bool = True) -> tuple[list[Run], list[str]]:
     """Load runs; with ``paired``, runs over the same dataset file that cover different records (a run still
     going, or ``--limit``/``--ids`` differences) are cut to the records all of them have, so that every mean
     compares the same records. Returns the runs and one note per dataset that was cut."""
-    runs = [load_run(d) for d in dirs]
+    runs = [load_run(d) for d in expand_runs(dirs)]
     notes: list[str] = []
     groups: dict[str, list[Run]] = {}
     for run in runs:
@@ -93,15 +113,30 @@ COLUMNS: list[tuple[str, tuple[str, ...]]] = [
     ("R-L rec", ("scores", "question", "rougeL_r")),
     ("MiniLM sim", ("scores", "question", "similarity")),
     ("tok acc", ("scores", "token_accuracy")),
-    ("para R-L F1", ("scores", "paraphrase", "rougeL_f")),
-    ("sub R-1 rec", ("scores", "sub", "rouge1_r")),
-    ("sub before", ("scores", "sub_before", "rouge1_r")),
     ("before R-L F1", ("scores", "before", "rougeL_f")),
     ("loc tok kept", ("locality", "token_agreement")),
     ("loc identical", ("locality", "exact")),
     ("loc dNLL", ("locality", "nll_change")),
     ("entropy", ("scores", "question", "entropy")),
     ("edit s", ("timings", "total_s")),
+]
+PARA_SUB: list[tuple[str, tuple[str, ...]]] = [  # the paper's "Para." and "Sub" groups
+    ("para BLEU", ("scores", "paraphrase", "bleu")),
+    ("para R-1 F1", ("scores", "paraphrase", "rouge1_f")),
+    ("para R-2 F1", ("scores", "paraphrase", "rouge2_f")),
+    ("para R-L F1", ("scores", "paraphrase", "rougeL_f")),
+    ("para MiniLM sim", ("scores", "paraphrase", "similarity")),
+    ("sub R-1 rec", ("scores", "sub", "rouge1_r")),
+    ("sub R-L rec", ("scores", "sub", "rougeL_r")),
+    ("sub R-L F1", ("scores", "sub", "rougeL_f")),
+    ("sub R-1 rec before", ("scores", "sub_before", "rouge1_r")),
+    ("sub R-L rec before", ("scores", "sub_before", "rougeL_r")),
+]
+CATEGORY: list[tuple[str, tuple[str, ...]]] = [
+    ("R-L F1", ("scores", "question", "rougeL_f")),
+    ("BLEU", ("scores", "question", "bleu")),
+    ("MiniLM sim", ("scores", "question", "similarity")),
+    ("R-L rec (ref)", ("scores", "question", "compat_rougeL_r")),
 ]
 COMPAT: list[tuple[str, tuple[str, ...]]] = [
     ("char BLEU", ("scores", "question", "compat_bleu")),
@@ -124,28 +159,39 @@ def _fmt(v: float | None, key: tuple[str, ...]) -> str:
     return f"{v:.2f}" if key[-1] != "entropy" else f"{v:.2f}"
 
 
+def _cell(rows: list[dict[str, Any]], key: tuple[str, ...]) -> str:
+    """The mean over ``rows``; when only some rows have the value (rows written by an older version), the mean
+    over those, marked with how many: ``0.42 (12/20)``."""
+    vals = [_get(r, *key) for r in rows]
+    have = sum(v is not None for v in vals)
+    text = _fmt(_mean(vals), key)
+    return text if have in (0, len(rows)) else f"{text} ({have}/{len(rows)})"
+
+
 def _table(runs: list[Run], columns: list[tuple[str, tuple[str, ...]]]) -> str:
     head = "| run | data | n | " + " | ".join(c for c, _ in columns) + " |"
     lines = [head, "|" + "---|" * (3 + len(columns))]
     for run in runs:
-        cells = [_fmt(_mean([_get(r, *key) for r in run.rows]), key) for _, key in columns]
+        cells = [_cell(run.rows, key) for _, key in columns]
         lines.append(f"| {run.label} | {run.dataset} | {len(run.rows)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def category_table(runs: list[Run]) -> str | None:
+    """One line per run and metric, one column per category (with its record count)."""
     cats = sorted({r.get("category") for run in runs for r in run.rows if r.get("category")})
     if not cats:
         return None
-    lines = ["| run | data | " + " | ".join(cats) + " |", "|" + "---|" * (2 + len(cats))]
+    lines = ["| run | data | metric | " + " | ".join(cats) + " |", "|" + "---|" * (3 + len(cats))]
     for run in runs:
-        if not any(r.get("category") for r in run.rows):
+        by_cat = {c: [r for r in run.rows if r.get("category") == c] for c in cats}
+        if not any(by_cat.values()):
             continue
-        cells = []
-        for c in cats:
-            v = _mean([_get(r, "scores", "question", "rougeL_f") for r in run.rows if r.get("category") == c])
-            cells.append("-" if v is None else f"{v:.2f}")
-        lines.append(f"| {run.label} | {run.dataset} | " + " | ".join(cells) + " |")
+        for name, key in CATEGORY:
+            if all(_get(r, *key) is None for r in run.rows):
+                continue
+            cells = [f"{_cell(by_cat[c], key)} (n={len(by_cat[c])})" if by_cat[c] else "-" for c in cats]
+            lines.append(f"| {run.label} | {run.dataset} | {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -154,12 +200,19 @@ def report(dirs: list[str | Path], paired: bool = True) -> str:
     parts = [*notes, *([""] if notes else [])]
     parts += ["Mean over records (ROUGE: rouge-score F1/recall; BLEU: sacrebleu word level; sim: MiniLM cosine "
               "over the whole text; loc: built-in probe prompts before vs. after)", "", _table(runs, COLUMNS)]
+    if any(_get(r, *key) is not None for run in runs for r in run.rows for _, key in PARA_SUB):
+        parts += ["", "Paraphrased question (the paper's Para.) and sub-questions (Sub; 'before': the unedited "
+                  "model's answers)", "", _table(runs, PARA_SUB)]
     cat = category_table(runs)
     if cat:
-        parts += ["", "ROUGE-L F1 of the question's answer per category", "", cat]
+        parts += ["", "The question's answer per category", "", cat]
     if any(_get(r, *key) is not None for run in runs for r in run.rows for _, key in COMPAT):
         parts += ["", "The reference code's metric definitions (char-level BLEU, rouge==1.0.1 recall over unique "
                   "n-grams, MiniLM truncated at 256), for comparison with the paper", "", _table(runs, COMPAT)]
+    for run in runs:
+        if run.skipped:
+            parts += ["", f"{run.label} ({run.dataset}) skipped {len(run.skipped)} record(s) it could not edit: "
+                      + "; ".join(f"{r['id']}: {r['skipped']}" for r in run.skipped)]
     return "\n".join(parts)
 
 
