@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,8 @@ import torch
 from anyedit import EditConfig
 from anyedit.errors import ConfigError, RequestError
 from anyedit.evaluation import EvalSettings, evaluate
-from anyedit.loaders import load_dataset
+from anyedit.loaders import EvalRecord, load_dataset
+from anyedit.types import EditRequest
 from anyedit.report import load_run, pareto, plots, report
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -196,18 +198,22 @@ def test_a_record_that_cannot_be_edited_is_skipped_and_the_run_goes_on(llama, co
         return real(model, tok, req, *args, **kw)
 
     monkeypatch.setattr(ev, "compute_edits", fails_on_1)
+    long = EvalRecord("3", EditRequest("What is item 3?", " ".join(["fox"] * 300), id="3"))  # > 256 positions
+    ds.records.append(long)
     before = {n: p.detach().clone() for n, p in model.state_dict().items()}
     out = evaluate(model, tok, ds, _cfg(corpus_file), tmp_path / "run", settings=settings, cache_dir=tmp_path,
                    show_progress=False)
     rows = [json.loads(x) for x in (out / "rows.jsonl").read_text().splitlines()]
-    assert [r["id"] for r in rows] == ["0", "1", "2"] and "skipped" not in rows[0]
+    assert [r["id"] for r in rows] == ["0", "1", "2", "3"] and "skipped" not in rows[0]
     assert rows[1] == {"id": "1", "skipped": "EditApplyError: the memit update for layer 1 is not finite; "
                                             "nothing was changed"}
+    assert re.fullmatch(r"TokenizationError: request 3: prompt \+ answer are \d+ tokens, more than the model's "
+                        r"context of 256; shorten the answer", rows[3]["skipped"])
     assert all((p == before[n]).all() for n, p in model.state_dict().items())
     evaluate(model, tok, ds, _cfg(corpus_file), out, settings=settings, cache_dir=tmp_path, show_progress=False)
-    assert len((out / "rows.jsonl").read_text().splitlines()) == 3  # a skipped record is not retried on resume
+    assert len((out / "rows.jsonl").read_text().splitlines()) == 4  # a skipped record is not retried on resume
     text = report([out])
-    assert "| memit+ | data | 2 |" in text and "skipped 1 record(s) it could not edit: 1: EditApplyError" in text
+    assert "| memit+ | data | 2 |" in text and "skipped 2 record(s) it could not edit: 1: EditApplyError" in text
 
     # resuming under other library versions warns, naming them
     manifest = json.loads((out / "run.json").read_text())

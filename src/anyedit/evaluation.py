@@ -56,7 +56,7 @@ from .errors import ConfigError, EditApplyError, RequestError
 from .generation import generate
 from .loaders import EvalRecord, LoadedDataset
 from .locality import LocalityProbe
-from .prompts import prepare_request
+from .prompts import context_length, prepare_request
 from .stats import CovarianceCache
 
 log = logging.getLogger(__name__)
@@ -279,7 +279,7 @@ def evaluate_record(model: nn.Module, tokenizer: Any, rec: EvalRecord, config: E
                     gen_kw: dict[str, Any]) -> dict[str, Any]:
     req = rec.request
     try:
-        n_target = len(prepare_request(tokenizer, req, config.prompt).target_ids)
+        n_target = len(prepare_request(tokenizer, req, config.prompt, context_length(model, tokenizer)).target_ids)
     except RequestError as e:
         raise RecordSkipped(f"{type(e).__name__}: {e}") from e
     max_new = settings.max_new_tokens or n_target + 32
