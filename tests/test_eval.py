@@ -151,6 +151,10 @@ def test_eval_streams_rows_resumes_after_a_kill_and_reports(llama, corpus_file, 
     assert r0["sub_before_predictions"] == generate(model, tok, ["What colour is the fox?"], _cfg(corpus_file).prompt,
                                                     max_new_tokens=4)
     assert set(r0["scores"]["sub_before"]) >= {"rouge1_r", "rougeL_f"}
+    assert r0["paraphrase_before_predictions"] == generate(model, tok, ["Tell me about item 0."],
+                                                           _cfg(corpus_file).prompt, max_new_tokens=12)
+    assert r0["scores"]["paraphrase_before"]["rougeL_f"] == metrics.rouge(
+        answer0, r0["paraphrase_before_predictions"][0])["rougeL_f"]
 
     # a kill during record 2: the last row is cut short -> it is dropped and redone, nothing duplicated
     text = (out / "rows.jsonl").read_text().splitlines()

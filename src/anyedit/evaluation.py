@@ -2,8 +2,9 @@
 
 Protocol per record (paper §5 / reference §6, with its flaws fixed):
 
-1. the unedited model answers the question and each sub-question (kept as ``before`` and
-   ``sub_before_predictions``, so the sub-question scores can be read against what the model already knew);
+1. the unedited model answers the question, each paraphrase and each sub-question (kept as ``before``,
+   ``paraphrase_before_predictions`` and ``sub_before_predictions``, so every score can be read against what
+   the model already said);
 2. the edit is computed and applied;
 3. greedy answers (explicit generation config) to the question, each paraphrase and each sub-question;
    teacher-forced token accuracy of the new answer; locality on a fixed set of unrelated probe prompts
@@ -296,6 +297,8 @@ def evaluate_record(model: nn.Module, tokenizer: Any, rec: EvalRecord, config: E
 
     subs_before = answer_subs()
     acc_before = token_accuracy(model, tokenizer, rec, config)
+    paras_before = generate(model, tokenizer, list(rec.paraphrases), config.prompt, max_new_tokens=max_new,
+                            **gen_kw) if rec.paraphrases else []
     t_gen0 = time.perf_counter() - t0
     fingerprints = _fingerprints(model, config)
     try:
@@ -323,9 +326,11 @@ def evaluate_record(model: nn.Module, tokenizer: Any, rec: EvalRecord, config: E
         "id": rec.id, "category": rec.category, "question": req.question, "answer_tokens": n_target,
         "n_chunks": sum(len(r) for r in result.reports),
         "before": before, "prediction": answers[0], "paraphrase_predictions": answers[1:],
+        "paraphrase_before_predictions": paras_before,
         "sub_predictions": subs, "sub_before_predictions": subs_before,
         "scores": {"before": scorer.long(req.answer, before), "question": scorer.long(req.answer, answers[0]),
                    "paraphrase": _mean_dicts([scorer.long(req.answer, a) for a in answers[1:]]),
+                   "paraphrase_before": _mean_dicts([scorer.long(req.answer, a) for a in paras_before]),
                    "sub": sub_scores(subs), "sub_before": sub_scores(subs_before),
                    "token_accuracy": acc, "token_accuracy_before": acc_before},
         "locality": loc,

@@ -126,6 +126,7 @@ PARA_SUB: list[tuple[str, tuple[str, ...]]] = [  # the paper's "Para." and "Sub"
     ("para R-2 F1", ("scores", "paraphrase", "rouge2_f")),
     ("para R-L F1", ("scores", "paraphrase", "rougeL_f")),
     ("para MiniLM sim", ("scores", "paraphrase", "similarity")),
+    ("para R-L F1 before", ("scores", "paraphrase_before", "rougeL_f")),
     ("sub R-1 rec", ("scores", "sub", "rouge1_r")),
     ("sub R-L rec", ("scores", "sub", "rougeL_r")),
     ("sub R-L F1", ("scores", "sub", "rougeL_f")),
