@@ -67,3 +67,18 @@ def test_presets_pick_a_method_and_valid_layers():
     for entry in load_presets():  # every preset entry is a valid config and says how it was chosen
         EditConfig.from_dict({"method": entry.get("method", "memit"), **entry["config"]})
         assert entry["measured_by"] and entry["name"]
+
+
+def test_a_value_layer_the_edited_layers_cannot_move_is_refused_before_any_work(llama, tmp_path):
+    import anyedit
+    from anyedit.stats import CovarianceCache
+
+    with pytest.raises(ConfigError, match="ValueConfig.layer=3 is below the edited layer 4"):
+        EditConfig().with_overrides({"layers": [2, 4], "value.layer": 3})
+    assert EditConfig().with_overrides({"layers": [2, 4], "value.layer": 5}).value.layer == 5
+    model, tok = llama  # layers left to the preset: checked once they are resolved, before statistics
+    cfg = EditConfig().with_overrides({"value.layer": 0})
+    with pytest.raises(ConfigError, match="ValueConfig.layer=0 is below the edited layer"):
+        anyedit.compute_edits(model, tok, anyedit.EditRequest("Q?", "An answer."), cfg,
+                              stats_cache=CovarianceCache(tmp_path / "stats", False), show_progress=False)
+    assert not (tmp_path / "stats").exists() or not any((tmp_path / "stats").iterdir())

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import torch
 
 from anyedit.locality import LocalityProbe
@@ -27,3 +29,17 @@ def test_a_damaged_model_is_reported(llama):
         with torch.no_grad():
             w.copy_(saved)
     assert rep.token_agreement < 1.0 and rep.nll_change > 0 and rep.changed
+
+
+def test_an_unreadable_answers_cache_is_regenerated(llama, tmp_path, caplog):
+    from anyedit.config import PreserveConfig, PromptConfig
+    from anyedit.preserve import chat_source
+
+    model, tok = llama
+    cfg = PreserveConfig(n_prompts=3, answer_tokens=4)
+    rows = list(chat_source(model, tok, cfg, PromptConfig(), tmp_path).rows())
+    (path,) = (tmp_path / "preserve").iterdir()
+    path.write_text('[[1, 2], [3')  # a write cut short by an older version
+    with caplog.at_level("WARNING", logger="anyedit.preserve"):
+        assert list(chat_source(model, tok, cfg, PromptConfig(), tmp_path).rows()) == rows
+    assert "unreadable" in caplog.text and len(json.loads(path.read_text())) == 3

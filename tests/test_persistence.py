@@ -63,7 +63,7 @@ def test_an_already_edited_model_is_refused(saved):
 
 
 @pytest.mark.parametrize("damage", ["missing_manifest", "missing_tensors", "bad_json", "bad_tensors", "bad_shape",
-                                    "not_a_dir"])
+                                    "not_a_dir", "other_tensors"])
 def test_corrupt_directories_give_clear_errors(saved, damage, tmp_path):
     _, _, d = saved
     if damage == "missing_manifest":
@@ -79,7 +79,57 @@ def test_corrupt_directories_give_clear_errors(saved, damage, tmp_path):
         for v in man["touched"].values():
             v["shape"] = [1, 1]
         (d / "edit.json").write_text(json.dumps(man))
+    elif damage == "other_tensors":  # same names and shapes, other values: a save interrupted between its renames
+        from safetensors.torch import load_file, save_file
+
+        f = str(d / "deltas.safetensors")
+        save_file({k: 2 * v for k, v in load_file(f).items()}, f)
     else:
         d = tmp_path / "nothing-here"
-    with pytest.raises(EditFormatError):
+    with pytest.raises(EditFormatError, match="SHA-256 differs" if damage == "other_tensors" else None):
         load_edits(d)
+
+
+def test_save_writes_whole_files_and_refuses_a_file_path(saved, tmp_path):
+    _, res, d = saved
+    assert sorted(p.name for p in d.iterdir()) == ["deltas.safetensors", "edit.json"]  # no temporary files left
+    res.save(d)  # overwriting an edit
+    assert sorted(p.name for p in d.iterdir()) == ["deltas.safetensors", "edit.json"] and load_edits(d).deltas
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(EditFormatError, match="is a file, not a directory"):
+        res.save(tmp_path / "a-file")
+    assert (tmp_path / "a-file").read_text() == "x"
+
+
+def test_replacing_leaves_the_target_whole(tmp_path):
+    from anyedit._io import replacing
+
+    p = tmp_path / "stats.safetensors"
+    with replacing(p) as a, replacing(p) as b:  # two writers of the same file at once
+        a.write_text("first")
+        b.write_text("second")
+    assert p.read_text() == "first" and [x.name for x in tmp_path.iterdir()] == [p.name]
+    with pytest.raises(RuntimeError), replacing(p) as c:
+        c.write_text("half")
+        raise RuntimeError("killed while writing")
+    assert p.read_text() == "first" and [x.name for x in tmp_path.iterdir()] == [p.name]
+
+
+def test_statistics_of_an_edited_model_are_not_cached_under_the_base_model(saved, corpus_file, tmp_path, caplog):
+    from anyedit.arch import get_spec
+    from anyedit.config import StatsConfig
+    from anyedit.deltas import edits_applied
+
+    model, res, _ = saved
+    cfg = StatsConfig(corpus=str(corpus_file), n_tokens=300, max_len=32)
+    cache = CovarianceCache(tmp_path / "cold", False)
+    tok = __import__("tests.tiny", fromlist=["tiny_tokenizer"]).tiny_tokenizer()
+    with res.applied(model):
+        assert edits_applied(model) == 1
+        with caplog.at_level("WARNING", logger="anyedit.stats"):
+            edited = cache.get(model, tok, get_spec(model), [2], cfg)[2]  # keys after the edited layer 1
+        assert "1 edit(s) applied" in caplog.text
+        assert not list((tmp_path / "cold").rglob("*.safetensors"))  # nothing stored under the base identity
+    assert edits_applied(model) == 0
+    base = cache.get(model, tok, get_spec(model), [2], cfg)[2]  # computed again, on the unedited model
+    assert not torch.equal(base, edited) and len(list((tmp_path / "cold").rglob("*.safetensors"))) == 1

@@ -8,7 +8,7 @@ import torch
 from anyedit.arch import get_spec
 from anyedit.chunking import make_chunks
 from anyedit.config import ChunkingConfig, PromptConfig, ValueConfig
-from anyedit.hooks import add_to_output
+from anyedit.hooks import add_to_output, replayed_layers
 from anyedit.prompts import prepare_request
 from anyedit.types import EditRequest
 from anyedit.values import _cached_step, _full_step, search_values
@@ -109,3 +109,25 @@ def test_search_leaves_model_and_flags_untouched(llama):
     for n, p in model.state_dict().items():
         assert torch.equal(p, before[n]), n
     assert flags == {n: p.requires_grad for n, p in model.named_parameters()}
+
+
+def test_replayed_layers_put_back_each_layers_own_forward(llama):
+    """A layer whose forward is an instance attribute (accelerate's device-moving wrapper on a dispatched
+    model) gets that wrapper back; the others get their class forward back."""
+    model, _ = llama
+    layers = model.model.layers
+    calls = []
+    inner = layers[1].forward
+
+    def wrapper(*args, **kwargs):  # what accelerate's add_hook_to_module installs
+        calls.append(1)
+        return inner(*args, **kwargs)
+
+    layers[1].forward = wrapper
+    h = torch.zeros(1, 3, 64)
+    with replayed_layers(layers, 2, h):
+        assert layers[2].forward(torch.ones(1, 3, 64)) is h and "forward" in layers[0].__dict__
+    assert layers[1].forward is wrapper and "forward" not in layers[0].__dict__ and "forward" not in layers[2].__dict__
+    ids = torch.tensor([[5, 6, 7]])
+    model(input_ids=ids)
+    assert calls == [1]  # the wrapper still runs in the model's forward

@@ -290,11 +290,28 @@ class PhrasingConfig(_Config):
 @dataclass(frozen=True)
 class BackendConfig(_Config):
     """Base class of method-specific settings. ``single_layer`` methods edit exactly one layer;
-    ``uses_values = False`` methods (FT) train on the answer directly, with no value search or chunking."""
+    ``uses_values = False`` methods (FT) train on the answer directly, with no value search or chunking;
+    ``value_at_edited_layer`` methods (UnKE) need the value layer to be the edited layer."""
 
     method: ClassVar[str] = ""
     single_layer: ClassVar[bool] = False
     uses_values: ClassVar[bool] = True
+    value_at_edited_layer: ClassVar[bool] = False
+
+
+def check_value_layer(method: str, layers: tuple[int, ...], z: int) -> None:
+    """The value layer ``z`` must be one the edited ``layers`` can move: at or above the last of them (and equal
+    to the edited layer for UnKE). Raises ConfigError naming the fields."""
+    cls = backend_config_class(method)
+    if not cls.uses_values:
+        return
+    if cls.value_at_edited_layer and (len(layers) != 1 or z != layers[0]):
+        raise ConfigError(f"ValueConfig.layer={z}: method {method!r} trains one layer towards the values at that "
+                          f"layer; set value.layer to the edited layer (layers={list(layers)}) or leave it unset")
+    if z < max(layers):
+        raise ConfigError(f"ValueConfig.layer={z} is below the edited layer {max(layers)}: the update at "
+                          f"layers={list(layers)} cannot move the hidden state at layer {z}; use a value layer "
+                          f">= {max(layers)} or leave it unset (the last edited layer)")
 
 
 _BACKEND_CONFIGS: dict[str, type[BackendConfig]] = {}
@@ -367,6 +384,8 @@ class EditConfig(_Config):
                 _fail(c, "layers", self.layers, "must be strictly increasing")
             if cls.single_layer and len(self.layers) != 1:
                 _fail(c, "layers", self.layers, f"method {self.method!r} edits exactly one layer")
+            if self.value.layer is not None and isinstance(self.value, ValueConfig):
+                check_value_layer(self.method, self.layers, self.value.layer)
         for name, typ in (("chunking", ChunkingConfig), ("value", ValueConfig), ("stats", StatsConfig),
                           ("prompt", PromptConfig), ("preserve", PreserveConfig), ("phrasings", PhrasingConfig)):
             if not isinstance(getattr(self, name), typ):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -89,6 +90,16 @@ def new_values(model: nn.Module, deltas: dict[str, Delta]) -> dict[str, torch.Te
     return out
 
 
+_APPLIED: "weakref.WeakKeyDictionary[nn.Module, int]" = weakref.WeakKeyDictionary()
+
+
+def edits_applied(model: nn.Module) -> int:
+    """How many :func:`apply_deltas` are in force on ``model`` (applied and not yet restored). Caches keyed by
+    the base model's identity (statistics, the model's own answers) must not store what an edited model
+    computes."""
+    return _APPLIED.get(model, 0)
+
+
 @torch.no_grad()
 def apply_deltas(model: nn.Module, deltas: dict[str, Delta]) -> dict[str, torch.Tensor]:
     """Apply all deltas (all or nothing) and return exact copies of the original values."""
@@ -96,13 +107,18 @@ def apply_deltas(model: nn.Module, deltas: dict[str, Delta]) -> dict[str, torch.
     backup = {name: get_param(model, name).detach().clone() for name in values}
     for name, v in values.items():
         get_param(model, name).copy_(v)
+    if backup:
+        _APPLIED[model] = edits_applied(model) + 1
     return backup
 
 
 @torch.no_grad()
 def restore(model: nn.Module, backup: dict[str, torch.Tensor]) -> None:
+    """Undo one :func:`apply_deltas` with the copies it returned."""
     for name, v in backup.items():
         get_param(model, name).copy_(v)
+    if backup and edits_applied(model):
+        _APPLIED[model] = edits_applied(model) - 1
 
 
 def tensor_sha256(t: torch.Tensor) -> str:

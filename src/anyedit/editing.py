@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from .arch import ArchSpec, get_spec, model_identity, num_layers
 from .backends import EditContext, get_backend
 from .chunking import make_chunks
-from .config import EditConfig
+from .config import EditConfig, check_value_layer
 from .backends import BackendOutput
 from .backends._linalg import trace
 from .deltas import Delta, apply_deltas, get_param, restore, tensor_sha256
@@ -53,6 +53,7 @@ def resolve_layers(model: nn.Module, config: EditConfig) -> tuple[tuple[int, ...
     z = config.value.layer if config.value.layer is not None else layers[-1]
     if z >= n:
         raise ConfigError(f"ValueConfig.layer={z}: the model has {n} layers (0..{n - 1})")
+    check_value_layer(config.method, tuple(layers), z)
     return tuple(layers), z
 
 

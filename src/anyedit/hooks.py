@@ -150,7 +150,7 @@ def replayed_layers(layers: nn.ModuleList, upto: int, h: torch.Tensor) -> Iterat
     """Make ``layers[0..upto]`` skip their computation: those below ``upto`` pass their input through and
     ``layers[upto]`` returns the stored output ``h``. The model's own forward still builds the masks and
     position embeddings for the layers above; the layers keep their attributes (attention type, index)."""
-    saved: list[nn.Module] = []
+    saved: list[tuple[nn.Module, Any]] = []  # (layer, its own instance-level forward, e.g. accelerate's, or None)
 
     def passthrough(*args: Any, **kwargs: Any) -> Any:
         return args[0] if args else kwargs["hidden_states"]
@@ -160,12 +160,15 @@ def replayed_layers(layers: nn.ModuleList, upto: int, h: torch.Tensor) -> Iterat
 
     try:
         for i in range(upto + 1):
+            saved.append((layers[i], layers[i].__dict__.get("forward")))
             layers[i].forward = replay if i == upto else passthrough  # instance attribute shadows the method
-            saved.append(layers[i])
         yield
     finally:
-        for m in saved:
-            del m.forward
+        for m, own in saved:
+            if own is None:
+                del m.forward
+            else:
+                m.forward = own
 
 
 @contextlib.contextmanager

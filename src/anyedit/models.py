@@ -52,16 +52,29 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
     quantizer = getattr(model, "hf_quantizer", None)
     if quantizer is not None:
         quantizer.remove_quantization_config(model)
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    tmp.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(tmp))
-    tok.save_pretrained(str(tmp))
-    (tmp / "anyedit_source.json").write_text(json.dumps({"gguf": str(gguf), "size": gguf.stat().st_size}))
-    if out_dir.exists():
-        import shutil
+    import shutil
+    import tempfile
 
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".partial"))
+    try:
+        model.save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))
+        (tmp / "anyedit_source.json").write_text(json.dumps({"gguf": str(gguf), "size": gguf.stat().st_size}))
+        if out_dir.exists() and not _converted(out_dir):
+            shutil.rmtree(out_dir)  # left incomplete by an older version
+        try:
+            tmp.rename(out_dir)
+        except OSError:
+            if not _converted(out_dir):  # not another process that finished first
+                raise
+            log.info("another process converted %s meanwhile; using its copy", gguf.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _converted(out_dir: Path) -> bool:
+    return (out_dir / "config.json").is_file() and any(out_dir.glob("*.safetensors"))
 
 
 def resolve_model_path(name_or_path: str | None = None, cache_dir: str | Path | None = None) -> str:
@@ -77,7 +90,7 @@ def resolve_model_path(name_or_path: str | None = None, cache_dir: str | Path | 
         out = cache / "models" / (gguf.stem.lower() + f"-{gguf.stat().st_size}")
     else:
         return str(name_or_path)
-    if not (out / "config.json").is_file() or not any(out.glob("*.safetensors")):
+    if not _converted(out):
         _convert_gguf(gguf, out)
     return str(out)
 

@@ -21,7 +21,9 @@ from typing import Any
 
 from torch import nn
 
+from . import _io
 from .config import PreserveConfig, PromptConfig
+from .deltas import edits_applied
 from .errors import CorpusError
 from .generation import generate_ids
 from .prompts import encode_prompt, end_token_id
@@ -78,13 +80,19 @@ def chat_source(model: nn.Module, tokenizer: Any, cfg: PreserveConfig, prompt_cf
         if "a" in state:
             return state["a"]
         if answers_path is not None and answers_path.is_file():
-            state["a"] = json.loads(answers_path.read_text())
-        else:
+            try:
+                cached = json.loads(answers_path.read_text())
+                if isinstance(cached, list) and len(cached) == len(prompts):
+                    state["a"] = cached
+                else:
+                    log.warning("%s does not hold %d answers; generating them again", answers_path, len(prompts))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                log.warning("%s is unreadable; generating the answers again", answers_path)
+        if "a" not in state:
             log.info("generating the model's own answers to %d preservation prompts (once per model)", len(prompts))
             state["a"] = generate_ids(model, tokenizer, encoded, prompt_cfg, cfg.answer_tokens, batch_size=16)
-            if answers_path is not None:
-                answers_path.parent.mkdir(parents=True, exist_ok=True)
-                answers_path.write_text(json.dumps(state["a"]))
+            if answers_path is not None and not edits_applied(model):  # cached under the base model's identity
+                _io.write_text(answers_path, json.dumps(state["a"]))
         return state["a"]
 
     eot = end_token_id(tokenizer, prompt_cfg)

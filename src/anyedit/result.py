@@ -9,6 +9,7 @@ weight before the edit, config, requests, per-chunk reports, timings). Never pic
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from . import _io
+from ._io import replacing
 from .arch import model_identity
 from .config import EditConfig
 from .deltas import Delta, apply_deltas, get_param, restore, tensor_sha256
@@ -113,13 +116,21 @@ class EditResult:
         }
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``edit.json`` and ``deltas.safetensors`` into ``directory`` (created if needed)."""
+        """Write ``edit.json`` and ``deltas.safetensors`` into ``directory`` (created if needed).
+
+        Each file is written whole under a temporary name and renamed; the manifest, renamed last, holds the
+        SHA-256 of the tensor file, so an edit overwritten half-way (a crash between the two renames) is
+        refused on load rather than read as a mix of two edits."""
         d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
+        if d.exists() and not d.is_dir():
+            raise EditFormatError(f"cannot save the edit to {d}: it is a file, not a directory")
         tensors = {f"{n}.{k}": t.detach().contiguous().cpu() for n, delta in self.deltas.items()
                    for k, t in delta.tensors().items()}
-        save_file(tensors, str(d / TENSORS), metadata={"format_version": str(FORMAT_VERSION)})
-        (d / MANIFEST).write_text(json.dumps(self.manifest(), indent=2, default=float))
+        with replacing(d / TENSORS) as tmp:
+            save_file(tensors, str(tmp), metadata={"format_version": str(FORMAT_VERSION)})
+            digest = _file_sha256(tmp)
+        _io.write_text(d / MANIFEST, json.dumps({**self.manifest(), "tensors_sha256": digest}, indent=2,
+                                                default=float))
         return d
 
 
@@ -137,6 +148,9 @@ def load_edits(directory: str | Path) -> EditResult:
         raise EditFormatError(f"{d / MANIFEST} is not valid JSON ({e})") from None
     if not isinstance(man, dict) or man.get("format_version") != FORMAT_VERSION:
         raise EditFormatError(f"{d / MANIFEST}: unsupported or missing format_version (expected {FORMAT_VERSION})")
+    if "tensors_sha256" in man and man["tensors_sha256"] != _file_sha256(d / TENSORS):
+        raise EditFormatError(f"{d / TENSORS} is not the file {d / MANIFEST} was saved with (its SHA-256 differs); "
+                              "the edit was overwritten half-way or the files were mixed")
     try:
         tensors = load_file(str(d / TENSORS))
     except Exception as e:  # noqa: BLE001 - safetensors raises several types on corrupt files
@@ -165,3 +179,11 @@ def load_edits(directory: str | Path) -> EditResult:
         if isinstance(e, EditFormatError):
             raise
         raise EditFormatError(f"{d}: the manifest and tensors do not match ({type(e).__name__}: {e})") from None
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

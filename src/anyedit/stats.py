@@ -21,8 +21,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from ._io import replacing
 from .arch import ArchSpec, model_identity
 from .config import StatsConfig
+from .deltas import edits_applied
 from .corpus import corpus_id, iter_texts, resolve_source
 from .errors import StatsError
 from .hooks import capture, stop_after
@@ -136,9 +138,13 @@ class CovarianceCache:
                 out[layer] = self._memory[mem_key] = c
         if missing:
             computed = compute_second_moments(model, spec, missing, source, self.show_progress)
+            keep = self._may_keep(model)
             for layer, c in computed.items():
+                out[layer] = c
+                if not keep:
+                    continue
                 key = keys[layer]
-                self._memory[json.dumps(key, sort_keys=True)] = out[layer] = c
+                self._memory[json.dumps(key, sort_keys=True)] = c
                 path = self._path(key)
                 if path is not None:
                     self._save(path, key, "mom2", c)
@@ -146,11 +152,18 @@ class CovarianceCache:
         return out
 
     @staticmethod
+    def _may_keep(model: nn.Module) -> bool:
+        """Statistics are cached under the base model's identity: not those an edited model produced."""
+        n = edits_applied(model)
+        if n:
+            log.warning("statistics computed on a model with %d edit(s) applied are used for this edit only, not "
+                        "cached (precompute them on the unedited model: `anyedit stats`)", n)
+        return not n
+
+    @staticmethod
     def _save(path: Path, key: dict[str, Any], name: str, tensor: torch.Tensor) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".partial")
-        save_file({name: tensor.contiguous()}, str(tmp), metadata={"key": json.dumps(key, sort_keys=True)})
-        tmp.replace(path)
+        with replacing(path) as tmp:  # another process may be writing the same statistics
+            save_file({name: tensor.contiguous()}, str(tmp), metadata={"key": json.dumps(key, sort_keys=True)})
 
     def null_basis(self, model: nn.Module, tokenizer: Any, spec: ArchSpec, layers: Sequence[int],
                    cfg: StatsConfig, threshold: float, extra: tuple[RowSource, float] | None = None
@@ -186,6 +199,9 @@ class CovarianceCache:
                 basis = evecs[:, evals < threshold].float().contiguous()
                 log.info("layer %d: null space of C below %.3g has %d of %d dimensions", layer, threshold,
                          basis.shape[1], basis.shape[0])
+                if not self._may_keep(model):
+                    out[layer] = basis
+                    continue
                 if path is not None:
                     self._save(path, key, "basis", basis)
             out[layer] = self._memory[mem_key] = basis

@@ -41,7 +41,7 @@ class ClosedFormBackend:
         z_star, anchors = targets_and_anchors(ctx)
         seqs = [p.ids for p in ctx.prepared]
         self.prepare(ctx)
-        deltas, backup, per_layer, edited_keys = {}, {}, [], {}
+        deltas, backups, per_layer, edited_keys = {}, [], [], {}
         z0_err = None
         try:
             for i, layer in enumerate(ctx.layers):
@@ -63,12 +63,13 @@ class ClosedFormBackend:
                 log.info("layer %d: residual %.3f, this layer realises %.0f%% of its share",
                          layer, per_layer[-1]["remaining"], 100 * share)
                 deltas[name] = delta
-                backup.update(apply_deltas(model, {name: delta}))
+                backups.append(apply_deltas(model, {name: delta}))
             final = trace(model, spec, seqs, ctx.layers[-1], ctx.value_layer)
             z_fin = split_keys(final, anchors)[2]
             left = (z_star - z_fin).norm(dim=1)
         finally:
-            restore(model, backup)
+            for backup in reversed(backups):
+                restore(model, backup)
         # aggregate over all edited positions (a per-row mean blows up in refinement rounds, where rows that
         # are already realised have an error near zero)
         realised = float(1 - left.norm() / z0_err.norm().clamp_min(1e-12))

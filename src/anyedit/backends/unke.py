@@ -40,6 +40,7 @@ class UnkeConfig(BackendConfig):
 
     method: ClassVar[str] = "unke"
     single_layer: ClassVar[bool] = True
+    value_at_edited_layer: ClassVar[bool] = True
     lr: float = 1e-3
     steps: int = 100
     weight_decay: float = 0.01
