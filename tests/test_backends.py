@@ -191,3 +191,30 @@ def test_value_cache_shares_vectors_between_backends_on_the_same_model_state(lla
         anyedit.compute_edits(model, tok, REQ, _config("rome", corpus_file, layers=[2]), stats_cache=cache,
                               show_progress=False, value_cache=vc)
     assert vc.hits == 1 and vc.fingerprint(model) == fp
+
+
+def test_value_cache_key_holds_where_the_answer_starts():
+    """The same token ids split differently into prompt and answer have other targets: other vectors."""
+    from anyedit.config import ValueConfig
+    from anyedit.types import Chunk
+    from anyedit.values import ValueCache
+
+    chunks = [Chunk(start=0, end=2, anchors=(3,))]
+    key = ValueCache().key
+    assert key("fp", [5, 6, 7, 8, 9], 3, chunks, 1, ValueConfig()) != key("fp", [5, 6, 7, 8, 9], 4, chunks, 1,
+                                                                         ValueConfig())
+
+
+def test_trace_runs_without_dropout_and_keeps_the_models_mode(llama):
+    from anyedit.arch import get_spec
+    from anyedit.backends._linalg import trace
+
+    model, _ = llama
+    for layer in model.model.layers:
+        layer.self_attn.attention_dropout = 0.5
+    model.train()
+    seqs = [[5, 6, 7, 8, 9, 10]]
+    a, b = (trace(model, get_spec(model), seqs, 1, 2)[0] for _ in range(2))
+    assert model.training
+    assert torch.equal(a.keys, b.keys) and torch.equal(a.outputs, b.outputs)
+    model.eval()

@@ -247,3 +247,33 @@ def test_chunking_none_is_the_single_token_baseline_unless_the_anchor_is_set():
 
     assert cfg().mode == "none" and cfg().first_anchor == "prompt_end"  # not the preset's
     assert cfg(("chunking.first_anchor", "question")).first_anchor == "question"
+
+
+def test_bad_layers_config_files_and_output_paths(model_dirs, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:  # argparse's own usage error, exit code 2
+        main(["edit", "--question", "Q?", "--answer", "A.", "--layers", "8-4"])
+    assert e.value.code == 2 and "--layers '8-4': use a range like 4-8" in capsys.readouterr().err
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    _bad(capsys, ["edit", "--question", "Q?", "--answer", "A.", "--save", str(a_file)], "is a file")
+    _bad(capsys, ["eval", "--dataset", str(a_file), "--out", str(a_file)], "is a file")
+    assert a_file.read_text() == "x"
+    cfg = tmp_path / "cfg.json"
+    base = ["edit", "--model", str(model_dirs["a"]), "--question", "Q?", "--answer", "The quick fox.", "--no-compare",
+            "--config", str(cfg), *_fast(model_dirs, tmp_path)]
+    cfg.write_text(json.dumps([1, 2]))
+    _bad(capsys, base, "must hold a JSON object")
+    cfg.write_text(json.dumps({"chunking": {"windw": 30}}))
+    _bad(capsys, base, "unknown config field 'chunking.windw'")
+    # a partial section keeps the preset's other fields of that section (deep merge), and --set still wins
+    cfg.write_text(json.dumps({"chunking": {"overlap": 1}, "value": {"lr": 0.3}}))
+    save = tmp_path / "edit"
+    assert main([*base, "--save", str(save), "--set", "value.lr=0.2"]) == 0
+    got = json.loads((save / "edit.json").read_text())["config"]
+    from transformers import AutoModelForCausalLM
+
+    from anyedit.presets import preset_config
+
+    preset = preset_config(AutoModelForCausalLM.from_pretrained(model_dirs["a"]), "memit").to_dict()
+    assert got["chunking"] == {**preset["chunking"], "overlap": 1, "window": 6, "snap": got["chunking"]["snap"]}
+    assert got["value"] == {**preset["value"], "lr": 0.2, "max_steps": 3}

@@ -352,8 +352,10 @@ def test_processes_sharing_a_run_split_the_records_and_sampling_is_seeded_per_re
 
     # record 1 alone samples the same answers as after record 0 in one uninterrupted run (seed per record)
     monkeypatch.setattr(ev, "evaluate_record", real_record)
+    state = torch.get_rng_state()
     full = evaluate(model, tok, ds, cfg, tmp_path / "full", settings=settings, cache_dir=tmp_path,
                     show_progress=False)
+    assert torch.equal(state, torch.get_rng_state())  # the caller's random sequence is left alone
     alone = evaluate(model, tok, load_dataset(ds.path, ids=["1"]), cfg, tmp_path / "alone", settings=settings,
                      cache_dir=tmp_path, show_progress=False)
     row1 = json.loads((alone / "rows.jsonl").read_text())

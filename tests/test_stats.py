@@ -32,6 +32,23 @@ def test_one_pass_equals_direct_computation(llama, corpus_file):
         torch.testing.assert_close(got[layer].double(), acc / n, rtol=1e-4, atol=1e-7)
 
 
+def test_half_precision_keys_are_summed_without_overflow(llama, corpus_file):
+    """``stats.dtype="float16"`` rounds the keys to float16 but sums their products at float32: large keys
+    (a norm weight scaled up) give finite statistics close to the float32 ones, where a float16 product
+    overflows (the largest float16 is 65504)."""
+    model, tok = llama
+    spec = get_spec(model)
+    with torch.no_grad():
+        model.model.layers[1].post_attention_layernorm.weight.mul_(300.0)
+    src = {d: corpus_source(model, tok, StatsConfig(corpus=str(corpus_file), n_tokens=200, max_len=32, dtype=d))
+           for d in ("float32", "float16")}
+    full = compute_second_moments(model, spec, [1], src["float32"], show_progress=False)[1]
+    assert full.max() > 65504  # a float16 matmul would give inf
+    half = compute_second_moments(model, spec, [1], src["float16"], show_progress=False)[1]
+    assert torch.isfinite(half).all()
+    torch.testing.assert_close(half, full, rtol=2e-2, atol=1e-3 * float(full.abs().max()))
+
+
 def test_cache_is_used_and_keyed(llama, corpus_file, tmp_path, monkeypatch):
     model, tok = llama
     spec = get_spec(model)
@@ -60,3 +77,32 @@ def test_missing_corpus_is_a_clear_error(llama, tmp_path):
     model, tok = llama
     with pytest.raises(CorpusError, match="not found"):
         CovarianceCache(tmp_path).get(model, tok, get_spec(model), [1], StatsConfig(corpus=str(tmp_path / "no.txt")))
+
+
+def test_model_samples_are_reproducible_and_leave_the_global_rng_alone(llama):
+    from anyedit.corpus import iter_texts
+
+    model, tok = llama
+    model.generation_config.update(repetition_penalty=5.0, top_k=2)  # a checkpoint's defaults do not apply
+    state = torch.get_rng_state()
+    first = [t for t, _ in zip(iter_texts("model-samples", model, tok, 8), range(3))]
+    assert torch.equal(state, torch.get_rng_state())
+    torch.manual_seed(123)  # whatever the caller's random state, the corpus is the same
+    assert [t for t, _ in zip(iter_texts("model-samples", model, tok, 8), range(3))] == first
+
+
+@pytest.mark.parametrize("field", ["stats.corpus", "preserve.prompts"])
+def test_a_missing_corpus_or_prompts_file_fails_before_the_value_search(llama, tmp_path, monkeypatch, field):
+    import anyedit
+    import anyedit.editing as editing
+    from anyedit import EditConfig, EditRequest
+
+    def no_search(*a, **k):
+        raise AssertionError("the value search ran before the missing file was noticed")
+
+    monkeypatch.setattr(editing, "search_values", no_search)
+    model, tok = llama
+    cfg = EditConfig().with_overrides({"layers": [1, 2], field: str(tmp_path / "missing.txt")})
+    with pytest.raises(CorpusError, match="not found"):
+        anyedit.compute_edits(model, tok, EditRequest("Q?", "An answer."), cfg,
+                              stats_cache=CovarianceCache(tmp_path, False), show_progress=False)

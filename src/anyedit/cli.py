@@ -28,13 +28,29 @@ class CliError(Exception):
 
 
 def _parse_layers(text: str) -> list[int]:
+    bad = argparse.ArgumentTypeError(f"--layers {text!r}: use a range like 4-8 or a list like 4,6,8")
     try:
         if "-" in text:
             lo, hi = text.split("-", 1)
-            return list(range(int(lo), int(hi) + 1))
-        return [int(x) for x in text.split(",") if x.strip()]
+            layers = list(range(int(lo), int(hi) + 1))
+        else:
+            layers = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--layers {text!r}: use a range like 4-8 or a list like 4,6,8") from None
+        raise bad from None
+    if not layers or min(layers) < 0:
+        raise bad
+    return layers
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"chunking": {"window": 30}}`` -> ``{"chunking.window": 30}`` (lists and scalars are leaves)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _parse_chunking(text: str) -> dict[str, Any]:
@@ -135,19 +151,21 @@ def _fit_snap(cfg: Any, over: dict[str, Any]) -> dict[str, Any]:
 
 
 def _build_config(args: argparse.Namespace, model: Any):
-    from .config import EditConfig
     from .presets import preset_config, preset_name
 
     cfg = preset_config(model, args.method)
-    if args.config:
+    over: dict[str, Any] = {}
+    if args.config:  # fields over the preset, each checked like a --set (a full config from `presets` works too)
         path = Path(args.config)
         if not path.is_file():
             raise CliError(f"--config: file not found: {path}")
         try:
-            cfg = EditConfig.from_dict({**cfg.to_dict(), **json.loads(path.read_text())})
+            data = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise CliError(f"--config: {path} is not valid JSON ({e})") from None
-    over: dict[str, Any] = {}
+        if not isinstance(data, dict):
+            raise CliError(f"--config: {path} must hold a JSON object of config fields, not a {type(data).__name__}")
+        over.update(_flatten(data))
     if args.layers:
         over["layers"] = args.layers
     if args.chunking:
@@ -162,7 +180,13 @@ def _build_config(args: argparse.Namespace, model: Any):
     return cfg
 
 
+def _check_not_a_file(path: str | None, flag: str) -> None:
+    if path and Path(path).exists() and not Path(path).is_dir():
+        raise CliError(f"{flag} {path} is a file; give a directory")
+
+
 def _check_out_dir(path: str | None, flag: str, overwrite: bool) -> None:
+    _check_not_a_file(path, flag)
     if path and Path(path).exists() and any(Path(path).iterdir()) and not overwrite:
         raise CliError(f"{flag} {path} exists and is not empty; choose a new directory or pass --overwrite")
 
@@ -316,6 +340,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .report import report
 
     _validate_methods(args)
+    _check_not_a_file(args.out, "--out")
     dataset = load_dataset(args.dataset, args.format, args.limit, _ids(args))  # validates before loading the model
     if dataset.skipped:
         print(f"skipped {len(dataset.skipped)} invalid record(s): " + "; ".join(dataset.skipped[:5]),
@@ -348,6 +373,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .report import pareto, plots, report
 
     _validate_methods(args)
+    _check_not_a_file(args.out, "--out")
     grid: list[tuple[str, list[Any]]] = []
     for item in args.grid:
         if "=" not in item:

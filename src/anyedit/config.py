@@ -181,6 +181,8 @@ class ValueConfig(_Config):
     ``weight_decay * |delta| / |h|^2``; stop when the loss is below ``stop_loss`` (and, if set, every
     token's NLL is below ``stop_token_nll``: a low mean can hide one token that greedy decoding gets wrong)
     or after ``max_steps`` Adam steps; after each step ``|delta|`` is clamped to ``clamp_norm * |h|``.
+    (The reference's loop of 25 iterations ends on the last one before stepping, so it makes at most 24
+    steps; ``max_steps=24`` reproduces that count.)
     ``cache_prefix`` reuses the states that the vector cannot change (exact; see values.py).
     """
 

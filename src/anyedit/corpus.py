@@ -120,12 +120,14 @@ def _model_texts(model: Any, tokenizer: Any, length: int) -> Iterator[str]:
     start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
     gen = torch.Generator(device="cpu").manual_seed(0)
+    from .generation import seeded, without_model_defaults
+
     while True:
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
-        torch.manual_seed(seed)
-        out = model.generate(torch.tensor([[start]], device=device), do_sample=True, temperature=1.0, top_k=0,
-                             top_p=1.0, max_new_tokens=length, min_new_tokens=length // 2,
-                             pad_token_id=tokenizer.pad_token_id or start)
+        with seeded(seed), without_model_defaults(model):  # pure sampling, whatever the checkpoint's defaults
+            out = model.generate(torch.tensor([[start]], device=device), do_sample=True, temperature=1.0, top_k=0,
+                                 top_p=1.0, max_new_tokens=length, min_new_tokens=length // 2,
+                                 pad_token_id=tokenizer.pad_token_id or start)
         yield tokenizer.decode(out[0, 1:], skip_special_tokens=True)
 
 

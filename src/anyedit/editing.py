@@ -18,12 +18,13 @@ from .chunking import make_chunks
 from .config import EditConfig, check_value_layer
 from .backends import BackendOutput
 from .backends._linalg import trace
+from .corpus import corpus_id
 from .deltas import Delta, apply_deltas, get_param, restore, tensor_sha256
 from .errors import ConfigError, EditApplyError, RequestError
 from .phrasings import expand_requests
 from .presets import preset_config
 from .history import EditHistory
-from .preserve import chat_source
+from .preserve import chat_source, load_prompts
 from .prompts import context_length, prepare_request
 from .result import EditResult
 from .stats import CovarianceCache
@@ -95,6 +96,9 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
         config = EditConfig.from_dict({**config.to_dict(), "layers": list(resolve_layers(model, config)[0])})
     layers, z = resolve_layers(model, config)
     backend = get_backend(config.method)
+    corpus_id(config.stats.corpus)  # a missing corpus or prompts file fails here, not after the value search
+    if config.preserve.prompts != "builtin":
+        load_prompts(config.preserve.prompts)
     max_len = context_length(model, tokenizer)
     own = [prepare_request(tokenizer, r, config.prompt, max_len) for r in reqs]
     own_chunks = [make_chunks(p, config.chunking) for p in own]  # validates before any generation
@@ -174,9 +178,11 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
                         if m in main_values and ph.warm_start:  # a variant: start from its main wording's vectors
                             init = [d if d.shape[0] == len(ck.anchors) else None
                                     for d, ck in zip(main_values[m].chunk_deltas(), c)]
-                        key = value_cache.key(fp, p.ids, c, z, config.value) if value_cache is not None else None
+                        key = value_cache.key(fp, p.ids, p.prompt_len, c, z, config.value) \
+                            if value_cache is not None else None
                         if key is not None and init is not None:
-                            key = (*key, "warm-start", value_cache.key(fp, prepared[first_of[m]].ids,
+                            main = prepared[first_of[m]]
+                            key = (*key, "warm-start", value_cache.key(fp, main.ids, main.prompt_len,
                                                                       chunks[first_of[m]], z, config.value))
                         v = value_cache.get(key) if value_cache is not None else None
                         if v is None:

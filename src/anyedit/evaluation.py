@@ -54,7 +54,7 @@ from .config import EditConfig
 from .deltas import get_param, tensor_sha256
 from .editing import compute_edits
 from .errors import ConfigError, EditApplyError, RequestError
-from .generation import generate
+from .generation import generate, seeded
 from .loaders import EvalRecord, LoadedDataset
 from .locality import LocalityProbe
 from .prompts import context_length, prepare_request
@@ -258,9 +258,9 @@ def evaluate(model: nn.Module, tokenizer: Any, dataset: LoadedDataset, config: E
                 with _dir_lock(out):
                     if rec.id in _done_ids(out / "rows.jsonl"):
                         continue  # finished by another process since we started
-                torch.manual_seed(settings.seed + zlib.crc32(rec.id.encode()))
                 try:
-                    row = evaluate_record(model, tokenizer, rec, config, settings, scorer, probe, cache, gen_kw)
+                    with seeded(settings.seed + zlib.crc32(rec.id.encode())):  # sampling seeded per record
+                        row = evaluate_record(model, tokenizer, rec, config, settings, scorer, probe, cache, gen_kw)
                 except RecordSkipped as e:
                     log.warning("record %s skipped: %s", rec.id, e)
                     row = {"id": rec.id, "skipped": str(e)}

@@ -49,6 +49,17 @@ def without_model_defaults(model: nn.Module) -> Iterator[None]:
         model.generation_config = saved
 
 
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """The block runs with torch's global random state seeded to ``seed`` (CPU and every visible CUDA device,
+    which HF sampling draws from); the state from before is put back afterwards, so the caller's own random
+    sequence is not disturbed."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
 @torch.no_grad()
 def generate_ids(model: nn.Module, tokenizer: Any, encoded: Sequence[Sequence[int]], prompt: PromptConfig,
                  max_new_tokens: int, batch_size: int = 8, sample: bool = False,

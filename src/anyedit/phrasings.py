@@ -14,11 +14,10 @@ import re
 from dataclasses import replace
 from typing import Any
 
-import torch
 from torch import nn
 
 from .config import PhrasingConfig, PromptConfig
-from .generation import generate
+from .generation import generate, seeded
 from .types import EditRequest
 
 log = logging.getLogger(__name__)
@@ -64,8 +63,7 @@ def rewordings(model: nn.Module, tokenizer: Any, question: str, n: int, cfg: Phr
         return []
     n_tok = len(tokenizer(question, add_special_tokens=False)["input_ids"])
     seen, out = {_norm(question)}, []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
+    with seeded(cfg.seed):
         texts = generate(model, tokenizer, [REWORD.format(question=question)] * (4 * n),
                          PromptConfig(chat_template=False), max_new_tokens=2 * n_tok + 8, sample=True,
                          temperature=cfg.temperature)
@@ -87,8 +85,7 @@ def prefixed(model: nn.Module, tokenizer: Any, question: str, n: int, cfg: Phras
     if n <= 0:
         return []
     starts = [PREFIX_STARTS[i % len(PREFIX_STARTS)] for i in range(n)]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed + 1)
+    with seeded(cfg.seed + 1):
         texts = generate(model, tokenizer, starts, PromptConfig(chat_template=False),
                          max_new_tokens=cfg.prefix_tokens, sample=True, temperature=cfg.temperature)
     out = []

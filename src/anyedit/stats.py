@@ -257,7 +257,10 @@ def _accumulate(model: nn.Module, batch: list[list[int]], paths: list[str], laye
         model(input_ids=ids, attention_mask=mask, use_cache=False)
     keep = mask.reshape(-1).bool()
     for layer, path in zip(layers, paths):
+        # keys are taken at ``dtype`` (a half-precision model's own), their products summed at float32 or
+        # better: a float16 sum of squares over a batch overflows
         k = rec.inputs[path].reshape(-1, rec.inputs[path].shape[-1])[keep].to(dtype)
+        k = k.to(torch.promote_types(dtype, torch.float32))
         s = (k.T @ k).double()
         sums[layer] = sums[layer] + s if layer in sums else s
     return int(keep.sum())

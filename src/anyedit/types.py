@@ -1,9 +1,11 @@
-"""Plain data passed between the layers: requests, tokenized requests, chunks."""
+"""Plain data passed between the layers: requests, tokenized requests, chunks, optimised vectors."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+import torch
 
 from .errors import RequestError
 
@@ -123,3 +125,43 @@ class Chunk:
     @property
     def size(self) -> int:
         return self.end - self.start
+
+
+@dataclass
+class ChunkReport:
+    """How the optimisation of one chunk went."""
+
+    start: int
+    end: int
+    anchors: list[int]
+    steps: int
+    nll_before: float
+    nll_after: float
+    worst_before: float  # largest token NLL in the chunk
+    worst_after: float
+    delta_norm: float
+    h_norm: float
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ValueTargets:
+    """Optimised vectors of one request at layer ``layer``, one row per anchor position (all chunks,
+    in order): ``targets = h_init + deltas``."""
+
+    layer: int
+    positions: list[int]
+    h_init: torch.Tensor  # [m, hidden] float32
+    deltas: torch.Tensor  # [m, hidden] float32
+    reports: list[ChunkReport] = field(default_factory=list)
+
+    @property
+    def targets(self) -> torch.Tensor:
+        return self.h_init + self.deltas
+
+    def chunk_deltas(self) -> list[torch.Tensor]:
+        """The vectors split by chunk (``[n_anchors, hidden]`` each, in chunk order)."""
+        return list(torch.split(self.deltas, [len(r.anchors) for r in self.reports]))

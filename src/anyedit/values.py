@@ -23,7 +23,6 @@ import inspect
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -32,49 +31,9 @@ from torch import nn
 from .arch import ArchSpec
 from .config import ValueConfig
 from .hooks import add_to_output, capture, frozen, replayed_layers, stop_after
-from .types import Chunk
+from .types import Chunk, ChunkReport, ValueTargets
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ChunkReport:
-    """How the optimisation of one chunk went."""
-
-    start: int
-    end: int
-    anchors: list[int]
-    steps: int
-    nll_before: float
-    nll_after: float
-    worst_before: float  # largest token NLL in the chunk
-    worst_after: float
-    delta_norm: float
-    h_norm: float
-    seconds: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-@dataclass
-class ValueTargets:
-    """Optimised vectors of one request at layer ``layer``, one row per anchor position (all chunks,
-    in order): ``targets = h_init + deltas``."""
-
-    layer: int
-    positions: list[int]
-    h_init: torch.Tensor  # [m, hidden] float32
-    deltas: torch.Tensor  # [m, hidden] float32
-    reports: list[ChunkReport] = field(default_factory=list)
-
-    @property
-    def targets(self) -> torch.Tensor:
-        return self.h_init + self.deltas
-
-    def chunk_deltas(self) -> list[torch.Tensor]:
-        """The vectors split by chunk (``[n_anchors, hidden]`` each, in chunk order)."""
-        return list(torch.split(self.deltas, [len(r.anchors) for r in self.reports]))
 
 
 class ValueCache:
@@ -101,11 +60,13 @@ class ValueCache:
             h.update(torch.stack([flat.sum(), (flat * ramp).sum(), flat.abs().max()]).cpu().numpy().tobytes())
         return h.hexdigest()
 
-    def key(self, fingerprint: str, ids: Sequence[int], chunks: Sequence[Chunk], layer: int, cfg: ValueConfig) -> tuple:
+    def key(self, fingerprint: str, ids: Sequence[int], prompt_len: int, chunks: Sequence[Chunk], layer: int,
+            cfg: ValueConfig) -> tuple:
+        """Everything :func:`search_values` depends on (``prompt_len`` places the chunks' targets in ``ids``)."""
         import json
 
-        return (fingerprint, tuple(ids), tuple(tuple(c.anchors) + (c.start, c.end) for c in chunks), layer,
-                json.dumps(cfg.to_dict(), sort_keys=True))
+        return (fingerprint, tuple(ids), prompt_len, tuple(tuple(c.anchors) + (c.start, c.end) for c in chunks),
+                layer, json.dumps(cfg.to_dict(), sort_keys=True))
 
     def get(self, key: tuple) -> ValueTargets | None:
         hit = self._store.get(key)

@@ -27,23 +27,30 @@ class Trace:
 @torch.no_grad()
 def trace(model: nn.Module, spec: ArchSpec, sequences: Sequence[Sequence[int]], key_layer: int,
           out_layer: int, batch_size: int = 8) -> list[Trace]:
-    """One forward per batch (right-padded) recording both tensors; stops after the higher layer."""
+    """One forward per batch (right-padded) recording both tensors; stops after the higher layer. Runs in eval
+    mode (no dropout), whatever mode the model was in, and leaves that mode as it was."""
     device = next(model.parameters()).device
     key_path, out_path = spec.mlp_out_path(key_layer), spec.layer_path(out_layer)
     stop = model.get_submodule(spec.layer_path(max(key_layer, out_layer)))
     result: list[Trace] = []
-    for b in range(0, len(sequences), batch_size):
-        batch = [list(s) for s in sequences[b: b + batch_size]]
-        width = max(len(s) for s in batch)
-        ids = torch.zeros(len(batch), width, dtype=torch.long, device=device)
-        mask = torch.zeros_like(ids)
-        for i, s in enumerate(batch):
-            ids[i, : len(s)] = torch.tensor(s, device=device)
-            mask[i, : len(s)] = 1
-        with capture(model, inputs=[key_path], outputs=[out_path]) as rec, stop_after(stop):
-            model(input_ids=ids, attention_mask=mask, use_cache=False)
-        for i, s in enumerate(batch):
-            result.append(Trace(rec.inputs[key_path][i, : len(s)].float(), rec.outputs[out_path][i, : len(s)].float()))
+    was_training = model.training
+    model.eval()
+    try:
+        for b in range(0, len(sequences), batch_size):
+            batch = [list(s) for s in sequences[b: b + batch_size]]
+            width = max(len(s) for s in batch)
+            ids = torch.zeros(len(batch), width, dtype=torch.long, device=device)
+            mask = torch.zeros_like(ids)
+            for i, s in enumerate(batch):
+                ids[i, : len(s)] = torch.tensor(s, device=device)
+                mask[i, : len(s)] = 1
+            with capture(model, inputs=[key_path], outputs=[out_path]) as rec, stop_after(stop):
+                model(input_ids=ids, attention_mask=mask, use_cache=False)
+            for i, s in enumerate(batch):
+                result.append(Trace(rec.inputs[key_path][i, : len(s)].float(),
+                                    rec.outputs[out_path][i, : len(s)].float()))
+    finally:
+        model.train(was_training)
     return result
 
 

@@ -13,8 +13,7 @@ from ..arch import ArchSpec
 from ..config import BackendConfig, EditConfig, register_backend_config
 from ..deltas import Delta
 from ..errors import ConfigError
-from ..types import Chunk, PreparedRequest
-from ..values import ValueTargets
+from ..types import Chunk, PreparedRequest, ValueTargets
 
 
 @dataclass
