@@ -4,12 +4,12 @@ default model. Prints a markdown table.
     .venv/bin/python benchmarks/backends.py [--methods memit,alphaedit,unke] [--records ee:93,uk:27,mq:24]
                                             [--modes chunked,single] [--probes 10] [--set KEY=VALUE]
 
-Each method uses its preset for the model (``anyedit presets --method M``); "single" is the same preset
-with ``chunking.mode=none`` and ``chunking.first_anchor=prompt_end`` (one target, the whole answer, at the
-last prompt token, as the reference's baselines). Columns: ROUGE-L F1 of the greedy answer vs. the new answer, token agreement on unrelated probe
-prompts, whether "capital of France" still gives Paris, and the edit time. Methods whose value settings
-are equal (memit and alphaedit) share the first round's value search (``ValueCache``): the time column of
-the second one does not include it.
+Each method uses its preset for the model (``anyedit presets --method M``); "single" is the same preset with
+``chunking.mode=none`` and ``chunking.first_anchor=prompt_end`` (one target, the whole answer, at the last
+prompt token, as the reference's baselines). Columns: ROUGE-L F1 of the greedy answer vs. the new answer,
+token agreement on unrelated probe prompts, whether "capital of France" still gives Paris, and the edit time.
+Methods whose value settings are equal (memit and alphaedit) share the first round's value search
+(``ValueCache``): the time column of the second one does not include it.
 """
 
 from __future__ import annotations

@@ -157,6 +157,8 @@ def _fmt(v: float | None, key: tuple[str, ...]) -> str:
         return f"{v:.0f}"
     if key[-1] == "nll_change":
         return f"{v:+.3f}"
+    if key[-1] == "token_agreement":  # close to 1: the third decimal tells runs apart
+        return f"{v:.3f}"
     return f"{v:.2f}" if key[-1] != "entropy" else f"{v:.2f}"
 
 
@@ -169,12 +171,13 @@ def _cell(rows: list[dict[str, Any]], key: tuple[str, ...]) -> str:
     return text if have in (0, len(rows)) else f"{text} ({have}/{len(rows)})"
 
 
-def _table(runs: list[Run], columns: list[tuple[str, tuple[str, ...]]]) -> str:
+def table(runs: list[Run], columns: list[tuple[str, tuple[str, ...]]]) -> str:
     head = "| run | data | n | " + " | ".join(c for c, _ in columns) + " |"
     lines = [head, "|" + "---|" * (3 + len(columns))]
     for run in runs:
         cells = [_cell(run.rows, key) for _, key in columns]
-        lines.append(f"| {run.label} | {run.dataset} | {len(run.rows)} | " + " | ".join(cells) + " |")
+        n = f"{len(run.rows)}" + (f" (+{len(run.skipped)} skipped)" if run.skipped else "")
+        lines.append(f"| {run.label} | {run.dataset} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -200,16 +203,16 @@ def report(dirs: list[str | Path], paired: bool = True) -> str:
     runs, notes = load_runs(dirs, paired)
     parts = [*notes, *([""] if notes else [])]
     parts += ["Mean over records (ROUGE: rouge-score F1/recall; BLEU: sacrebleu word level; sim: MiniLM cosine "
-              "over the whole text; loc: built-in probe prompts before vs. after)", "", _table(runs, COLUMNS)]
+              "over the whole text; loc: built-in probe prompts before vs. after)", "", table(runs, COLUMNS)]
     if any(_get(r, *key) is not None for run in runs for r in run.rows for _, key in PARA_SUB):
         parts += ["", "Paraphrased question (the paper's Para.) and sub-questions (Sub; 'before': the unedited "
-                  "model's answers)", "", _table(runs, PARA_SUB)]
+                  "model's answers)", "", table(runs, PARA_SUB)]
     cat = category_table(runs)
     if cat:
         parts += ["", "The question's answer per category", "", cat]
     if any(_get(r, *key) is not None for run in runs for r in run.rows for _, key in COMPAT):
         parts += ["", "The reference code's metric definitions (char-level BLEU, rouge==1.0.1 recall over unique "
-                  "n-grams, MiniLM truncated at 256), for comparison with the paper", "", _table(runs, COMPAT)]
+                  "n-grams, MiniLM truncated at 256), for comparison with the paper", "", table(runs, COMPAT)]
     for run in runs:
         if run.skipped:
             parts += ["", f"{run.label} ({run.dataset}) skipped {len(run.skipped)} record(s) it could not edit: "
