@@ -25,6 +25,7 @@ COLUMNS = [
     ("sub R-1 rec before", ("scores", "sub_before", "rouge1_r")),
     ("probe tokens kept", ("locality", "token_agreement")),
     ("probe answers identical", ("locality", "exact")),
+    ("probe answers R-L F1", ("locality", "answer_rougeL_f")),
     ("probe NLL change", ("locality", "nll_change")),
     ("edit s", ("timings", "total_s")),
 ]

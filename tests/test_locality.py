@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from anyedit.locality import LocalityProbe
@@ -14,6 +15,7 @@ def test_probe_sets_are_disjoint_and_unedited_model_agrees_with_itself(llama):
     probe = LocalityProbe(model, tok, prompts=["What is the answer?", "Write a poem about rain."], max_new_tokens=8)
     rep = probe.compare(model)
     assert rep.token_agreement == 1.0 and rep.exact == 1.0 and abs(rep.nll_change) < 1e-5 and not rep.changed
+    assert rep.answer_rougeL_f == 1.0
 
 
 def test_a_damaged_model_is_reported(llama):
@@ -25,10 +27,17 @@ def test_a_damaged_model_is_reported(llama):
         w.add_(torch.randn_like(w) * 5)
     try:
         rep = probe.compare(model)
+        after = probe._generate(model)
     finally:
         with torch.no_grad():
             w.copy_(saved)
     assert rep.token_agreement < 1.0 and rep.nll_change > 0 and rep.changed
+    from anyedit.metrics import rouge
+
+    old = [tok.decode(a, skip_special_tokens=True) for a in probe.answers]
+    new = [tok.decode(a, skip_special_tokens=True) for a in after]
+    expected = [1.0 if o == n else rouge(o, n)["rougeL_f"] for o, n in zip(old, new)]
+    assert rep.answer_rougeL_f == pytest.approx(sum(expected) / len(expected)) and rep.answer_rougeL_f < 1.0
 
 
 def test_an_unreadable_answers_cache_is_regenerated(llama, tmp_path, caplog):

@@ -7,6 +7,8 @@ teacher-forced NLL. :meth:`LocalityProbe.compare` then reports on the edited mod
 * ``token_agreement``: the fraction of the pre-edit answer tokens that are still the edited model's
   argmax under teacher forcing (EasyEdit's locality; late divergence is not punished twice);
 * ``exact``: the fraction of probes whose free greedy answer is unchanged, token for token;
+* ``answer_rougeL_f``: how close the free answers stay when they change: the mean ROUGE-L F1 (rouge-score)
+  of each answer after the edit against the same prompt's answer before (1 when identical);
 * ``nll_change``: mean change of the per-token NLL of the pre-edit answers (positive = less likely).
 """
 
@@ -31,6 +33,7 @@ class LocalityReport:
     nll_change: float
     n_probes: int
     changed: list[str]
+    answer_rougeL_f: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,4 +101,19 @@ class LocalityProbe:
         same = [a == b for a, b in zip(new, self.answers)]
         changed = [q for q, s in zip(self.prompts, same) if not s]
         return LocalityReport(token_agreement=agree / max(total, 1), exact=sum(same) / len(same),
-                              nll_change=d_nll, n_probes=len(self.prompts), changed=changed)
+                              nll_change=d_nll, n_probes=len(self.prompts), changed=changed,
+                              answer_rougeL_f=self._answer_similarity(new, same))
+
+    def _answer_similarity(self, new: list[list[int]], same: list[bool]) -> float | None:
+        """Mean ROUGE-L F1 of each new answer against the old one (None without rouge-score installed)."""
+        from .metrics import rouge
+
+        def text(ids: list[int]) -> str:
+            return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+        try:
+            scores = [1.0 if s else rouge(text(old), text(now))["rougeL_f"]
+                      for old, now, s in zip(self.answers, new, same)]
+        except ImportError:  # pragma: no cover - rouge-score comes with the eval extra
+            return None
+        return sum(scores) / len(scores)

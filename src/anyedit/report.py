@@ -116,6 +116,7 @@ COLUMNS: list[tuple[str, tuple[str, ...]]] = [
     ("before R-L F1", ("scores", "before", "rougeL_f")),
     ("loc tok kept", ("locality", "token_agreement")),
     ("loc identical", ("locality", "exact")),
+    ("loc answer R-L", ("locality", "answer_rougeL_f")),
     ("loc dNLL", ("locality", "nll_change")),
     ("entropy", ("scores", "question", "entropy")),
     ("edit s", ("timings", "total_s")),
