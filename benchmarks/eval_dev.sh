@@ -30,3 +30,5 @@ wait $a && wait $b
 for f in mquake_cf unkebench editeverything; do
   .venv/bin/anyedit report "$OUT/$f-memit+" "$OUT/$f-memit" --plots "$OUT/plots-$f"
 done
+.venv/bin/python benchmarks/eval_table.py "$OUT/mquake_cf-memit+,$OUT/mquake_cf-memit" "$OUT/unkebench-memit+,$OUT/unkebench-memit" \
+  "$OUT/editeverything-memit+,$OUT/editeverything-memit"  # the README table
