@@ -184,6 +184,7 @@ def test_eval_streams_rows_resumes_after_a_kill_and_reports(llama, corpus_file, 
 def test_a_record_that_cannot_be_edited_is_skipped_and_the_run_goes_on(llama, corpus_file, tmp_path, monkeypatch,
                                                                         caplog):
     import anyedit.evaluation as ev
+    from anyedit.deltas import edits_applied
     from anyedit.errors import EditApplyError
 
     model, tok = llama
@@ -199,26 +200,42 @@ def test_a_record_that_cannot_be_edited_is_skipped_and_the_run_goes_on(llama, co
                 p.add_(1.0)
                 p.copy_(saved)
             raise EditApplyError("the memit update for layer 1 is not finite; nothing was changed")
-        return real(model, tok, req, *args, **kw)
+        result = real(model, tok, req, *args, **kw)
+        if req.id == "4":  # weight + update not finite: refused by apply, before any write
+            def refuse(model, verify=True):
+                raise EditApplyError("applying the delta to W gives NaN or Inf; nothing was changed")
+            result.apply = refuse
+        return result
+
+    real_accuracy = ev.token_accuracy
+
+    def out_of_memory_on_5(model, tok, rec, cfg):
+        if rec.id == "5" and edits_applied(model):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return real_accuracy(model, tok, rec, cfg)
 
     monkeypatch.setattr(ev, "compute_edits", fails_on_1)
+    monkeypatch.setattr(ev, "token_accuracy", out_of_memory_on_5)
     long = EvalRecord("3", EditRequest("What is item 3?", " ".join(["fox"] * 300), id="3"))  # > 256 positions
-    ds.records.append(long)
+    ds.records += [long, *(EvalRecord(i, EditRequest(f"What is item {i}?", f"Item {i} is a fox.", id=i))
+                           for i in ("4", "5"))]
     before = {n: p.detach().clone() for n, p in model.state_dict().items()}
     out = evaluate(model, tok, ds, _cfg(corpus_file), tmp_path / "run", settings=settings, cache_dir=tmp_path,
                    show_progress=False)
     rows = [json.loads(x) for x in (out / "rows.jsonl").read_text().splitlines()]
-    assert [r["id"] for r in rows] == ["0", "1", "2", "3"] and "skipped" not in rows[0]
+    assert [r["id"] for r in rows] == ["0", "1", "2", "3", "4", "5"] and "skipped" not in rows[0]
     assert rows[1] == {"id": "1", "skipped": "EditApplyError: the memit update for layer 1 is not finite; "
                                             "nothing was changed"}
     assert re.fullmatch(r"TokenizationError: request 3: prompt \+ answer are \d+ tokens, more than the model's "
                         r"context of 256; shorten the answer", rows[3]["skipped"])
-    assert all((p == before[n]).all() for n, p in model.state_dict().items())
+    assert rows[4]["skipped"] == "EditApplyError: applying the delta to W gives NaN or Inf; nothing was changed"
+    assert rows[5]["skipped"] == "OutOfMemoryError while answering after the edit: CUDA out of memory"
+    assert all((p == before[n]).all() for n, p in model.state_dict().items()) and not edits_applied(model)
     evaluate(model, tok, ds, _cfg(corpus_file), out, settings=settings, cache_dir=tmp_path, show_progress=False)
-    assert len((out / "rows.jsonl").read_text().splitlines()) == 4  # a skipped record is not retried on resume
+    assert len((out / "rows.jsonl").read_text().splitlines()) == 6  # a skipped record is not retried on resume
     text = report([out])
-    assert "| memit+ | data | 2 (+2 skipped) |" in text
-    assert "skipped 2 record(s) it could not edit: 1: EditApplyError" in text
+    assert "| memit+ | data | 2 (+4 skipped) |" in text
+    assert "skipped 4 record(s) it could not edit: 1: EditApplyError" in text
 
     # resuming under other library versions warns, naming them
     manifest = json.loads((out / "run.json").read_text())

@@ -109,13 +109,17 @@ def test_replacing_leaves_the_target_whole(tmp_path):
         a.write_text("first")
         b.write_text("second")
     assert p.read_text() == "first" and [x.name for x in tmp_path.iterdir()] == [p.name]
+    from anyedit._io import umask
+
+    assert p.stat().st_mode & 0o777 == 0o666 & ~umask()  # the usual mode, not mkstemp's private 0600
     with pytest.raises(RuntimeError), replacing(p) as c:
         c.write_text("half")
         raise RuntimeError("killed while writing")
     assert p.read_text() == "first" and [x.name for x in tmp_path.iterdir()] == [p.name]
 
 
-def test_statistics_of_an_edited_model_are_not_cached_under_the_base_model(saved, corpus_file, tmp_path, caplog):
+def test_statistics_of_an_edited_model_are_not_cached_under_the_base_model(saved, corpus_file, tmp_path, caplog,
+                                                                             monkeypatch):
     from anyedit.arch import get_spec
     from anyedit.config import StatsConfig
     from anyedit.deltas import edits_applied
@@ -124,12 +128,46 @@ def test_statistics_of_an_edited_model_are_not_cached_under_the_base_model(saved
     cfg = StatsConfig(corpus=str(corpus_file), n_tokens=300, max_len=32)
     cache = CovarianceCache(tmp_path / "cold", False)
     tok = __import__("tests.tiny", fromlist=["tiny_tokenizer"]).tiny_tokenizer()
+    import anyedit.stats as stats_mod
+
+    passes = []
+    real_pass = stats_mod.compute_second_moments
+    monkeypatch.setattr(stats_mod, "compute_second_moments", lambda *a, **k: passes.append(1) or real_pass(*a, **k))
     with res.applied(model):
         assert edits_applied(model) == 1
         with caplog.at_level("WARNING", logger="anyedit.stats"):
             edited = cache.get(model, tok, get_spec(model), [2], cfg)[2]  # keys after the edited layer 1
         assert "1 edit(s) applied" in caplog.text
         assert not list((tmp_path / "cold").rglob("*.safetensors"))  # nothing stored under the base identity
+        assert torch.equal(cache.get(model, tok, get_spec(model), [2], cfg)[2], edited) and len(passes) == 1
     assert edits_applied(model) == 0
     base = cache.get(model, tok, get_spec(model), [2], cfg)[2]  # computed again, on the unedited model
     assert not torch.equal(base, edited) and len(list((tmp_path / "cold").rglob("*.safetensors"))) == 1
+
+
+def test_a_failed_refinement_round_leaves_the_edit_count_right(saved, corpus_file, tmp_path, monkeypatch):
+    """compute_edits restores its own deltas when a later round fails; the caller's applied edit stays counted
+    (a restore counted twice would let an edited model's statistics be cached as the base model's)."""
+    import anyedit.editing as editing
+    from anyedit.deltas import edits_applied
+
+    model, res, _ = saved
+    calls = []
+    real_apply = editing.apply_deltas
+
+    def fails_second_time(model, deltas):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("round 3 failed")
+        return real_apply(model, deltas)
+
+    monkeypatch.setattr(editing, "apply_deltas", fails_second_time)
+    cfg = res.config.with_overrides({"rounds": 3, "value.stop_loss": 0.0})
+    with res.applied(model):
+        state = {n: p.clone() for n, p in model.state_dict().items()}
+        with pytest.raises(RuntimeError, match="round 3 failed"):
+            anyedit.compute_edits(model, __import__("tests.tiny", fromlist=["tiny_tokenizer"]).tiny_tokenizer(),
+                                  REQ, cfg, stats_cache=CovarianceCache(tmp_path / "c2", False), show_progress=False)
+        assert edits_applied(model) == 1 and len(calls) == 2
+        assert all(torch.equal(p, state[n]) for n, p in model.state_dict().items())
+    assert edits_applied(model) == 0

@@ -23,6 +23,7 @@ def replacing(path: str | Path) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     os.close(fd)
     tmp = Path(name)
+    os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes it private; the finished file gets the usual mode
     try:
         yield tmp
         os.replace(tmp, path)
@@ -34,3 +35,10 @@ def write_text(path: str | Path, text: str) -> None:
     """``path.write_text(text)``, atomically."""
     with replacing(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def umask() -> int:
+    """The process's file-creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -122,12 +122,15 @@ def _model_texts(model: Any, tokenizer: Any, length: int) -> Iterator[str]:
     gen = torch.Generator(device="cpu").manual_seed(0)
     from .generation import seeded, without_model_defaults
 
+    own = getattr(model, "generation_config", None)  # the checkpoint's stop tokens still end a sample
+    eos = getattr(own, "eos_token_id", None)
+    eos = eos if eos is not None else tokenizer.eos_token_id
     while True:
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
         with seeded(seed), without_model_defaults(model):  # pure sampling, whatever the checkpoint's defaults
             out = model.generate(torch.tensor([[start]], device=device), do_sample=True, temperature=1.0, top_k=0,
                                  top_p=1.0, max_new_tokens=length, min_new_tokens=length // 2,
-                                 pad_token_id=tokenizer.pad_token_id or start)
+                                 eos_token_id=eos, pad_token_id=tokenizer.pad_token_id or start)
         yield tokenizer.decode(out[0, 1:], skip_special_tokens=True)
 
 

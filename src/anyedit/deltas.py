@@ -90,14 +90,19 @@ def new_values(model: nn.Module, deltas: dict[str, Delta]) -> dict[str, torch.Te
     return out
 
 
-_APPLIED: "weakref.WeakKeyDictionary[nn.Module, int]" = weakref.WeakKeyDictionary()
+_APPLIED: "weakref.WeakKeyDictionary[nn.Module, set[int]]" = weakref.WeakKeyDictionary()
+
+
+def edit_state(model: nn.Module) -> frozenset[int]:
+    """The backups :func:`apply_deltas` handed out for ``model`` and :func:`restore` has not taken back yet
+    (empty: the model's own weights). Caches keyed by the base model's identity (statistics, the model's own
+    answers) must not store what an edited model computes."""
+    return frozenset(_APPLIED.get(model, ()))
 
 
 def edits_applied(model: nn.Module) -> int:
-    """How many :func:`apply_deltas` are in force on ``model`` (applied and not yet restored). Caches keyed by
-    the base model's identity (statistics, the model's own answers) must not store what an edited model
-    computes."""
-    return _APPLIED.get(model, 0)
+    """How many :func:`apply_deltas` are in force on ``model``."""
+    return len(_APPLIED.get(model, ()))
 
 
 @torch.no_grad()
@@ -108,17 +113,17 @@ def apply_deltas(model: nn.Module, deltas: dict[str, Delta]) -> dict[str, torch.
     for name, v in values.items():
         get_param(model, name).copy_(v)
     if backup:
-        _APPLIED[model] = edits_applied(model) + 1
+        _APPLIED.setdefault(model, set()).add(id(backup))
     return backup
 
 
 @torch.no_grad()
 def restore(model: nn.Module, backup: dict[str, torch.Tensor]) -> None:
-    """Undo one :func:`apply_deltas` with the copies it returned."""
+    """Undo one :func:`apply_deltas` with the copies it returned (restoring the same backup twice writes the
+    same values again and counts once)."""
     for name, v in backup.items():
         get_param(model, name).copy_(v)
-    if backup and edits_applied(model):
-        _APPLIED[model] = edits_applied(model) - 1
+    _APPLIED.get(model, set()).discard(id(backup))
 
 
 def tensor_sha256(t: torch.Tensor) -> str:

@@ -164,6 +164,7 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
         for rnd in range(config.rounds):
             if rnd:  # search again on the model with the deltas so far, and add a correction
                 restore(model, backup)
+                backup = {}  # restored: not restored again if the next apply fails
                 backup = apply_deltas(model, deltas)
             t0 = time.perf_counter()
             total = sum(len(c) for c in chunks)

@@ -15,8 +15,9 @@ Protocol per record (paper §5 / reference §6, with its flaws fixed):
 5. one JSON row is appended to ``rows.jsonl`` and flushed. A killed run resumes after the last row.
 
 A record the method cannot edit (its answer is too long for the model, it tokenizes to nothing, the update
-is not finite, the device runs out of memory) gets a row ``{"id", "skipped": why}`` instead, with the model
-left untouched, and the run goes on; the report lists such records. Records the loader rejected are listed
+is not finite, the device runs out of memory while editing or answering) gets a row ``{"id", "skipped": why}``
+instead, with the model left untouched, and the run goes on; the report lists such records. A skipped record
+counts as done when the run resumes: delete its row to try it again (e.g. after an out-of-memory). Records the loader rejected are listed
 in ``run.json`` (``skipped_records``). Library versions are recorded in ``run.json``; resuming under other
 versions is allowed with a warning naming them.
 
@@ -48,7 +49,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import __version__
+from . import __version__, _io
 from .arch import model_identity
 from .config import EditConfig
 from .deltas import get_param, tensor_sha256
@@ -91,6 +92,9 @@ def _versions() -> dict[str, str]:
         except PackageNotFoundError:
             out[dist] = "not installed"
     return out
+
+
+_OOM = torch.cuda.OutOfMemoryError  # torch.OutOfMemoryError from torch 2.5 on is the same class
 
 
 class RecordSkipped(Exception):
@@ -193,7 +197,7 @@ def _done_ids(rows: Path, clean: bool = False) -> set[str]:
         good.append(line)
         done.add(str(row["id"]))
     if clean and cut:
-        rows.write_text("".join(f"{x}\n" for x in good), encoding="utf-8")
+        _io.write_text(rows, "".join(f"{x}\n" for x in good))
     return done
 
 
@@ -225,11 +229,10 @@ def evaluate(model: nn.Module, tokenizer: Any, dataset: LoadedDataset, config: E
     with _dir_lock(out):
         _check_manifest(out, manifest)  # another process may have started the run meanwhile
         done = _done_ids(out / "rows.jsonl", clean=True)
-        if not (out / "run.json").is_file():
-            tmp = out / "run.json.tmp"  # written whole, then renamed: a process starting beside us never reads half
-            tmp.write_text(json.dumps({**manifest, "versions": _versions(), "skipped_records": dataset.skipped,
-                                       "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1))
-            os.replace(tmp, out / "run.json")
+        if not (out / "run.json").is_file():  # written whole: a process starting beside us never reads half
+            _io.write_text(out / "run.json", json.dumps({**manifest, "versions": _versions(),
+                                                         "skipped_records": dataset.skipped,
+                                                         "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1))
     todo = [r for r in dataset.records if r.id not in done]
     if done:
         log.info("resuming: %d of %d records already done", len(done), len(dataset.records))
@@ -303,11 +306,12 @@ def evaluate_record(model: nn.Module, tokenizer: Any, rec: EvalRecord, config: E
     fingerprints = _fingerprints(model, config)
     try:
         result = compute_edits(model, tokenizer, req, config, stats_cache=cache, show_progress=False)
-    except (RequestError, EditApplyError, torch.OutOfMemoryError) as e:
+        fingerprints.update({n: h for n, h in result.original_sha256.items() if n not in fingerprints})
+        result.apply(model, verify=False)  # all or nothing: a non-finite sum is refused before any write
+    except (RequestError, EditApplyError, _OOM) as e:
         _check_unchanged(model, fingerprints, rec.id, "failed edit")
         raise RecordSkipped(f"{type(e).__name__}: {e}") from e
-    fingerprints.update({n: h for n, h in result.original_sha256.items() if n not in fingerprints})
-    result.apply(model, verify=False)
+    out_of_memory = None
     try:
         t1 = time.perf_counter()
         answers = generate(model, tokenizer, [req.question, *rec.paraphrases], config.prompt,
@@ -319,9 +323,13 @@ def evaluate_record(model: nn.Module, tokenizer: Any, rec: EvalRecord, config: E
             rep = probe.compare(model)
             loc = rep.to_dict()
         t_gen = time.perf_counter() - t1 + t_gen0
+    except _OOM as e:
+        out_of_memory = e
     finally:
         result.revert(model)
     _check_unchanged(model, fingerprints, rec.id, "revert")
+    if out_of_memory is not None:
+        raise RecordSkipped(f"{type(out_of_memory).__name__} while answering after the edit: {out_of_memory}")
     row: dict[str, Any] = {
         "id": rec.id, "category": rec.category, "question": req.question, "answer_tokens": n_target,
         "n_chunks": sum(len(r) for r in result.reports),

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ._io import umask
 from .errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -57,12 +58,18 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".partial"))
+    os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes it private; the cache is shared like any directory
     try:
         model.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
         (tmp / "anyedit_source.json").write_text(json.dumps({"gguf": str(gguf), "size": gguf.stat().st_size}))
-        if out_dir.exists() and not _converted(out_dir):
-            shutil.rmtree(out_dir)  # left incomplete by an older version
+        if out_dir.exists() and not _converted(out_dir):  # left incomplete by an older version: moved aside
+            aside = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".old"))
+            try:
+                out_dir.rename(aside / "dir")
+            except OSError:
+                pass  # another process moved it (or finished) first
+            shutil.rmtree(aside, ignore_errors=True)
         try:
             tmp.rename(out_dir)
         except OSError:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 from torch import nn
 
 from . import _io
@@ -128,9 +128,9 @@ class EditResult:
                    for k, t in delta.tensors().items()}
         with replacing(d / TENSORS) as tmp:
             save_file(tensors, str(tmp), metadata={"format_version": str(FORMAT_VERSION)})
-            digest = _file_sha256(tmp)
-        _io.write_text(d / MANIFEST, json.dumps({**self.manifest(), "tensors_sha256": digest}, indent=2,
-                                                default=float))
+            manifest = json.dumps({**self.manifest(), "tensors_sha256": _sha256(tmp.read_bytes())}, indent=2,
+                                  default=float)  # a manifest that cannot be written stops before any file changes
+        _io.write_text(d / MANIFEST, manifest)
         return d
 
 
@@ -148,11 +148,12 @@ def load_edits(directory: str | Path) -> EditResult:
         raise EditFormatError(f"{d / MANIFEST} is not valid JSON ({e})") from None
     if not isinstance(man, dict) or man.get("format_version") != FORMAT_VERSION:
         raise EditFormatError(f"{d / MANIFEST}: unsupported or missing format_version (expected {FORMAT_VERSION})")
-    if "tensors_sha256" in man and man["tensors_sha256"] != _file_sha256(d / TENSORS):
+    data = (d / TENSORS).read_bytes()  # read once: hashed and loaded from the same bytes
+    if "tensors_sha256" in man and man["tensors_sha256"] != _sha256(data):
         raise EditFormatError(f"{d / TENSORS} is not the file {d / MANIFEST} was saved with (its SHA-256 differs); "
                               "the edit was overwritten half-way or the files were mixed")
     try:
-        tensors = load_file(str(d / TENSORS))
+        tensors = load(data)
     except Exception as e:  # noqa: BLE001 - safetensors raises several types on corrupt files
         raise EditFormatError(f"{d / TENSORS} is corrupt ({e})") from None
     try:
@@ -181,9 +182,5 @@ def load_edits(directory: str | Path) -> EditResult:
         raise EditFormatError(f"{d}: the manifest and tensors do not match ({type(e).__name__}: {e})") from None
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from ._io import replacing
 from .arch import ArchSpec, model_identity
 from .config import StatsConfig
-from .deltas import edits_applied
+from .deltas import edit_state, edits_applied
 from .corpus import corpus_id, iter_texts, resolve_source
 from .errors import StatsError
 from .hooks import capture, stop_after
@@ -126,8 +126,9 @@ class CovarianceCache:
         for layer in layers:
             key = keys[layer] = self.key(model, spec, layer, source)
             mem_key = json.dumps(key, sort_keys=True)
-            if mem_key in self._memory:
-                out[layer] = self._memory[mem_key]
+            hit = self._recall(mem_key, model)
+            if hit is not None:
+                out[layer] = hit
                 continue
             path = self._path(key)
             c = self._load(path, key) if path is not None else None
@@ -141,9 +142,10 @@ class CovarianceCache:
             keep = self._may_keep(model)
             for layer, c in computed.items():
                 out[layer] = c
-                if not keep:
-                    continue
                 key = keys[layer]
+                if not keep:
+                    self._memory[self._edited_key(json.dumps(key, sort_keys=True), model)] = c
+                    continue
                 self._memory[json.dumps(key, sort_keys=True)] = c
                 path = self._path(key)
                 if path is not None:
@@ -153,12 +155,24 @@ class CovarianceCache:
 
     @staticmethod
     def _may_keep(model: nn.Module) -> bool:
-        """Statistics are cached under the base model's identity: not those an edited model produced."""
+        """Statistics are cached under the base model's identity: not those an edited model produced (they are
+        kept in memory for that edited state only)."""
         n = edits_applied(model)
         if n:
-            log.warning("statistics computed on a model with %d edit(s) applied are used for this edit only, not "
-                        "cached (precompute them on the unedited model: `anyedit stats`)", n)
+            log.warning("statistics computed on a model with %d edit(s) applied are used while it stays in that "
+                        "state, not cached (precompute them on the unedited model: `anyedit stats`)", n)
         return not n
+
+    @staticmethod
+    def _edited_key(mem_key: str, model: nn.Module) -> str:
+        return f"{mem_key}|edited:{sorted(edit_state(model))}"
+
+    def _recall(self, mem_key: str, model: nn.Module) -> torch.Tensor | None:
+        """The base model's statistics if known (also used for an edited model, as MEMIT does), else those
+        computed on the model in its present edited state."""
+        if mem_key in self._memory:
+            return self._memory[mem_key]
+        return self._memory.get(self._edited_key(mem_key, model)) if edits_applied(model) else None
 
     @staticmethod
     def _save(path: Path, key: dict[str, Any], name: str, tensor: torch.Tensor) -> None:
@@ -182,8 +196,9 @@ class CovarianceCache:
             if extra is not None and extra[1] > 0:
                 key["extra"] = {**extra[0].identity, "weight": extra[1]}
             mem_key = json.dumps(key, sort_keys=True)
-            if mem_key in self._memory:
-                out[layer] = self._memory[mem_key]
+            hit = self._recall(mem_key, model)
+            if hit is not None:
+                out[layer] = hit
                 continue
             path = self._path(key)
             if path is not None:
@@ -200,7 +215,7 @@ class CovarianceCache:
                 log.info("layer %d: null space of C below %.3g has %d of %d dimensions", layer, threshold,
                          basis.shape[1], basis.shape[0])
                 if not self._may_keep(model):
-                    out[layer] = basis
+                    out[layer] = self._memory[self._edited_key(mem_key, model)] = basis
                     continue
                 if path is not None:
                     self._save(path, key, "basis", basis)
