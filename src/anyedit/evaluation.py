@@ -17,9 +17,9 @@ Protocol per record (paper §5 / reference §6, with its flaws fixed):
 A record the method cannot edit (its answer is too long for the model, it tokenizes to nothing, the update
 is not finite, the device runs out of memory while editing or answering) gets a row ``{"id", "skipped": why}``
 instead, with the model left untouched, and the run goes on; the report lists such records. A skipped record
-counts as done when the run resumes: delete its row to try it again (e.g. after an out-of-memory). Records the loader rejected are listed
-in ``run.json`` (``skipped_records``). Library versions are recorded in ``run.json``; resuming under other
-versions is allowed with a warning naming them.
+counts as done when the run resumes: delete its row to try it again (e.g. after an out-of-memory). Records
+the loader rejected are listed in ``run.json`` (``skipped_records``). Library versions are recorded in
+``run.json``; resuming under other versions is allowed with a warning naming them.
 
 Several processes may run the same evaluation into the same directory at once (e.g. one per GPU, or
 two 1-thread processes on 2 CPU cores): each record is claimed with an OS file lock
