@@ -25,6 +25,17 @@ class Trace:
 
 
 @torch.no_grad()
+def right_pad(rows: Sequence[Sequence[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids right-padded with 0 to one width, and their attention mask."""
+    width = max(len(r) for r in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(list(r), device=device)
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
 def trace(model: nn.Module, spec: ArchSpec, sequences: Sequence[Sequence[int]], key_layer: int,
           out_layer: int, batch_size: int = 8) -> list[Trace]:
     """One forward per batch (right-padded) recording both tensors; stops after the higher layer. Runs in eval
@@ -38,12 +49,7 @@ def trace(model: nn.Module, spec: ArchSpec, sequences: Sequence[Sequence[int]], 
     try:
         for b in range(0, len(sequences), batch_size):
             batch = [list(s) for s in sequences[b: b + batch_size]]
-            width = max(len(s) for s in batch)
-            ids = torch.zeros(len(batch), width, dtype=torch.long, device=device)
-            mask = torch.zeros_like(ids)
-            for i, s in enumerate(batch):
-                ids[i, : len(s)] = torch.tensor(s, device=device)
-                mask[i, : len(s)] = 1
+            ids, mask = right_pad(batch, device)
             with capture(model, inputs=[key_path], outputs=[out_path]) as rec, stop_after(stop):
                 model(input_ids=ids, attention_mask=mask, use_cache=False)
             for i, s in enumerate(batch):

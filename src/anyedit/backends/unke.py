@@ -23,6 +23,7 @@ from ..config import BackendConfig, _check_pos_float, _check_pos_int
 from ..deltas import Delta
 from ..errors import ConfigError
 from ..hooks import capture, replayed_layers, stop_after
+from ._linalg import right_pad
 from .base import BackendOutput, EditContext, register_backend
 
 log = logging.getLogger(__name__)
@@ -61,16 +62,6 @@ class UnkeConfig(BackendConfig):
         _check_pos_int(c, "seed", self.seed, minimum=0)
 
 
-def _pad(rows: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.zeros(len(rows), width, dtype=torch.long, device=device)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r, device=device)
-        mask[i, : len(r)] = 1
-    return ids, mask
-
-
 class _LayerIO:
     """Inputs and outputs of one decoder layer over a padded batch, and a differentiable re-run."""
 
@@ -78,7 +69,7 @@ class _LayerIO:
         self.model, self.layer = model, layer
         self.layers = model.get_submodule(ctx.spec.layers)
         self.path = ctx.spec.layer_path(layer)
-        self.ids, self.mask = _pad(rows, next(model.parameters()).device)
+        self.ids, self.mask = right_pad(rows, next(model.parameters()).device)
         with torch.no_grad(), capture(model, inputs=[self.path], outputs=[self.path]) as rec, \
                 stop_after(self.layers[layer]):
             model(input_ids=self.ids, attention_mask=self.mask, use_cache=False)
