@@ -66,6 +66,15 @@ def test_edit_save_then_ask_with_the_edit(model_dirs, tmp_path, capsys):
     assert answer.strip() and "anyedit" not in answer  # only the answer on stdout
 
 
+def test_edit_summary_names_the_first_round_and_the_round_count(model_dirs, tmp_path, capsys):
+    argv = ["edit", "--model", str(model_dirs["a"]), "--question", "What is the answer?",
+            "--answer", "The capital of France is Paris.", *_fast(model_dirs, tmp_path), "--set", "rounds=2"]
+    assert main(argv) == 0
+    summary = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("edited 1 request(s)")]
+    assert len(summary) == 1, summary
+    assert "the first update realised" in summary[0] and summary[0].endswith(", 2 refinement rounds in all")
+
+
 def test_requests_file_and_apply(model_dirs, tmp_path, capsys):
     reqs = tmp_path / "reqs.jsonl"
     reqs.write_text("\n".join(json.dumps({"question": f"Q{i}?", "answer": f"The quick fox {i}."}) for i in range(2)))

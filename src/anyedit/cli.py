@@ -251,8 +251,11 @@ def cmd_edit(args: argparse.Namespace, requests: list[Any] | None = None) -> int
     summary = (f"edited {len(requests)} request(s), {n_chunks} chunks, with {cfg.method}: value search "
                f"{t.get('value_search_s', 0):.1f} s, statistics {t.get('statistics_s', 0):.1f} s, "
                f"update {t.get('update_s', 0):.1f} s")
-    if realised is not None:
-        summary += f"; realised {100 * realised:.0f}% of the target change"
+    rounds = len(result.diagnostics.get("rounds", []))
+    if realised is not None:  # the first round's: later rounds each target what is still missing
+        summary += f"; the first update realised {100 * realised:.0f}% of the target change"
+    if rounds > 1:
+        summary += f", {rounds} refinement rounds in all"
     print(summary)
     if probe is not None:
         rep = probe.compare(model)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .batching import pad_batch
 from .config import PromptConfig
 from .prompts import encode_prompt, end_token_id
 
@@ -72,12 +73,8 @@ def generate_ids(model: nn.Module, tokenizer: Any, encoded: Sequence[Sequence[in
     out: list[list[int]] = []
     for b in range(0, len(encoded), batch_size):
         batch = encoded[b: b + batch_size]
-        width = max(len(e) for e in batch)
-        ids = torch.full((len(batch), width), gen_cfg.pad_token_id, dtype=torch.long, device=device)
-        mask = torch.zeros_like(ids)
-        for i, e in enumerate(batch):
-            ids[i, width - len(e):] = torch.tensor(list(e), device=device)
-            mask[i, width - len(e):] = 1
+        ids, mask = pad_batch(batch, device, gen_cfg.pad_token_id, left=True)
+        width = ids.shape[1]
         with without_model_defaults(model):
             res = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_cfg)
         for row in res[:, width:].tolist():

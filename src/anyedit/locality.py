@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .batching import pad_batch
 from .config import PromptConfig
 from .generation import generate_ids
 from .prompts import encode_prompt
@@ -64,14 +65,8 @@ class LocalityProbe:
     def _batches(self, seqs: list[list[int]], left: bool, device: torch.device, pad: int):
         for b in range(0, len(seqs), self.batch_size):
             batch = seqs[b: b + self.batch_size]
-            width = max(len(s) for s in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long, device=device)
-            mask = torch.zeros_like(ids)
-            for i, s in enumerate(batch):
-                sl = slice(width - len(s), width) if left else slice(0, len(s))
-                ids[i, sl] = torch.tensor(s, device=device)
-                mask[i, sl] = 1
-            yield ids, mask, width, len(batch)
+            ids, mask = pad_batch(batch, device, pad, left)
+            yield ids, mask, ids.shape[1], len(batch)
 
     @torch.no_grad()
     def _teacher_forced(self, model: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ._io import replacing
 from .arch import ArchSpec, model_identity
+from .batching import pad_batch
 from .config import StatsConfig
 from .deltas import edit_state, edits_applied
 from .corpus import corpus_id, iter_texts, resolve_source
@@ -262,12 +263,7 @@ def compute_second_moments(model: nn.Module, spec: ArchSpec, layers: Sequence[in
 
 def _accumulate(model: nn.Module, batch: list[list[int]], paths: list[str], layers: list[int], last: nn.Module,
                 sums: dict[int, torch.Tensor], dtype: torch.dtype, device: torch.device) -> int:
-    width = max(len(r) for r in batch)
-    ids = torch.zeros(len(batch), width, dtype=torch.long, device=device)
-    mask = torch.zeros(len(batch), width, dtype=torch.long, device=device)
-    for i, r in enumerate(batch):
-        ids[i, : len(r)] = torch.tensor(r, device=device)
-        mask[i, : len(r)] = 1
+    ids, mask = pad_batch(batch, device)
     with capture(model, inputs=paths) as rec, stop_after(last):
         model(input_ids=ids, attention_mask=mask, use_cache=False)
     keep = mask.reshape(-1).bool()

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..arch import ArchSpec
+from ..batching import pad_batch
 from ..deltas import Delta
 from ..hooks import capture, stop_after
 
@@ -22,18 +23,6 @@ class Trace:
 
     keys: torch.Tensor
     outputs: torch.Tensor
-
-
-@torch.no_grad()
-def right_pad(rows: Sequence[Sequence[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids right-padded with 0 to one width, and their attention mask."""
-    width = max(len(r) for r in rows)
-    ids = torch.zeros(len(rows), width, dtype=torch.long, device=device)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(list(r), device=device)
-        mask[i, : len(r)] = 1
-    return ids, mask
 
 
 def trace(model: nn.Module, spec: ArchSpec, sequences: Sequence[Sequence[int]], key_layer: int,
@@ -49,7 +38,7 @@ def trace(model: nn.Module, spec: ArchSpec, sequences: Sequence[Sequence[int]], 
     try:
         for b in range(0, len(sequences), batch_size):
             batch = [list(s) for s in sequences[b: b + batch_size]]
-            ids, mask = right_pad(batch, device)
+            ids, mask = pad_batch(batch, device)
             with capture(model, inputs=[key_path], outputs=[out_path]) as rec, stop_after(stop):
                 model(input_ids=ids, attention_mask=mask, use_cache=False)
             for i, s in enumerate(batch):

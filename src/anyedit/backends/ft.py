@@ -15,6 +15,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from ..batching import pad_batch
 from ..config import BackendConfig, _check_pos_float, _check_pos_int
 from ..deltas import Delta, get_param
 from .base import BackendOutput, EditContext, register_backend
@@ -47,13 +48,9 @@ class FtBackend:
         params = [get_param(model, n) for n in names]
         original = [p.detach().clone() for p in params]
         device = params[0].device
-        width = max(len(p.ids) for p in ctx.prepared)
-        ids = torch.zeros(len(ctx.prepared), width, dtype=torch.long, device=device)
-        mask = torch.zeros_like(ids)
+        ids, mask = pad_batch([p.ids for p in ctx.prepared], device)
         labels = torch.full_like(ids, -100)
         for i, p in enumerate(ctx.prepared):
-            ids[i, : len(p.ids)] = torch.tensor(p.ids, device=device)
-            mask[i, : len(p.ids)] = 1
             labels[i, p.prompt_len: len(p.ids)] = torch.tensor(p.target_ids, device=device)
         flags = {n: q.requires_grad for n, q in model.named_parameters()}
         was_training = model.training

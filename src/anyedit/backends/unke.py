@@ -19,11 +19,11 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from ..batching import pad_batch
 from ..config import BackendConfig, _check_pos_float, _check_pos_int
 from ..deltas import Delta
 from ..errors import ConfigError
 from ..hooks import capture, replayed_layers, stop_after
-from ._linalg import right_pad
 from .base import BackendOutput, EditContext, register_backend
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class _LayerIO:
         self.model, self.layer = model, layer
         self.layers = model.get_submodule(ctx.spec.layers)
         self.path = ctx.spec.layer_path(layer)
-        self.ids, self.mask = right_pad(rows, next(model.parameters()).device)
+        self.ids, self.mask = pad_batch(rows, next(model.parameters()).device)
         with torch.no_grad(), capture(model, inputs=[self.path], outputs=[self.path]) as rec, \
                 stop_after(self.layers[layer]):
             model(input_ids=self.ids, attention_mask=self.mask, use_cache=False)
