@@ -46,12 +46,20 @@ def test_sentence_spans_cut_at_boundaries_and_merge_up_to_window():
     offs = [tuple(o) for o in enc["offset_mapping"]]
     spans = sentence_spans(offs, text, window=1000)
     assert spans == [(0, len(offs))]  # everything merges under a large window
-    spans = sentence_spans(offs, text, window=12)
-    starts = {text[offs[s][0]:offs[s][0] + 3].strip() for s, _ in spans}
-    assert all(e - s <= 12 for s, e in spans)
+    spans = sentence_spans(offs, text, window=12)  # no sentence is longer than 12 tokens, no two fit in 12
+    assert len(spans) == 3 and all(e - s <= 12 for s, e in spans)
     assert spans[0][0] == 0 and spans[-1][1] == len(offs)
     assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
-    assert {"A", "The"} & starts
+    # each chunk opens with its sentence's first word (the byte-level token " A" carries the space before it)
+    assert [text[offs[s][0]:offs[s][1]].strip() for s, _ in spans] == ["The", "A", "The"]
+    assert [text[offs[s][0]:offs[e - 1][1]].strip() for s, e in spans] == [
+        "The quick brown fox.", "A stitch in time saves nine.", "The capital of France is Paris."]
+
+
+def test_sentence_spans_when_the_space_is_its_own_token():
+    text = "Hi there. Bye now."
+    offs = [(0, 2), (2, 8), (8, 9), (9, 10), (10, 13), (13, 17), (17, 18)]  # "Hi" " there" "." " " "Bye" " now" "."
+    assert sentence_spans(offs, text, window=4) == [(0, 4), (4, 7)]  # the cut falls before "Bye", not inside " now"
 
 
 def test_make_chunks_places_anchors():

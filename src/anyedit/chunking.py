@@ -51,10 +51,11 @@ def sentence_spans(offsets: Sequence[tuple[int, int]], text: str, window: int) -
     if n < 1:
         raise ValueError("cannot chunk 0 tokens")
     starts = sentence_starts(text)
-    # token index where each sentence begins: first token whose start offset reaches the boundary
+    # token index where each sentence begins: the first token that reaches past the boundary, i.e. the one holding
+    # the sentence's first character (byte-level BPE glues the space before a word to it: " A" spans the boundary)
     cuts, j = [], 0
-    for i, (s, _e) in enumerate(offsets):
-        while j < len(starts) and s >= starts[j]:
+    for i, (_s, e) in enumerate(offsets):
+        while j < len(starts) and e > starts[j]:
             if i > 0 and (not cuts or cuts[-1] != i):
                 cuts.append(i)
             j += 1
