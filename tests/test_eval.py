@@ -255,11 +255,10 @@ def test_revert_is_checked_against_the_weights_before_the_edit(llama, corpus_fil
     model, tok = llama
     real = ev.compute_edits
 
-    def leaves_a_change(model, *args, **kw):
-        result = real(model, *args, **kw)
+    def leaves_a_change(model, *args, **kw):  # changed before the computation, so the edit's own hashes include it
         with torch.no_grad():
             model.model.layers[2].mlp.down_proj.weight[0, 0] += 1.0
-        return result
+        return real(model, *args, **kw)
 
     monkeypatch.setattr(ev, "compute_edits", leaves_a_change)
     settings = EvalSettings(n_probes=0, embed=False, compat=False, max_new_tokens=4, sub_max_new_tokens=2)

@@ -171,3 +171,35 @@ def test_a_failed_refinement_round_leaves_the_edit_count_right(saved, corpus_fil
         assert edits_applied(model) == 1 and len(calls) == 2
         assert all(torch.equal(p, state[n]) for n, p in model.state_dict().items())
     assert edits_applied(model) == 0
+
+
+def test_a_round_failing_after_its_apply_puts_the_weights_back(saved, corpus_file, tmp_path, monkeypatch):
+    """Round 2 applies round 1's deltas, then its value search fails: compute_edits takes them off again."""
+    import anyedit.editing as editing
+    from anyedit.deltas import edits_applied
+
+    model, res, _ = saved
+    real_apply, real_search = editing.apply_deltas, editing.search_values
+    applied = []
+
+    def counting_apply(model, deltas):
+        applied.append(1)
+        return real_apply(model, deltas)
+
+    def fails_after_an_apply(*args, **kw):
+        if applied:
+            assert edits_applied(args[0]) == 2  # the caller's edit and round 1's deltas are on the model
+            raise RuntimeError("round 2 failed")
+        return real_search(*args, **kw)
+
+    monkeypatch.setattr(editing, "apply_deltas", counting_apply)
+    monkeypatch.setattr(editing, "search_values", fails_after_an_apply)
+    cfg = res.config.with_overrides({"rounds": 3, "value.stop_loss": 0.0})
+    with res.applied(model):
+        state = {n: p.clone() for n, p in model.state_dict().items()}
+        with pytest.raises(RuntimeError, match="round 2 failed"):
+            anyedit.compute_edits(model, __import__("tests.tiny", fromlist=["tiny_tokenizer"]).tiny_tokenizer(),
+                                  REQ, cfg, stats_cache=CovarianceCache(tmp_path / "c3", False), show_progress=False)
+        assert applied == [1] and edits_applied(model) == 1
+        assert all(torch.equal(p, state[n]) for n, p in model.state_dict().items())
+    assert edits_applied(model) == 0
