@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 
@@ -65,7 +66,9 @@ def test_presets_pick_a_method_and_valid_layers():
         if cfg.method == "unke":
             assert len(cfg.layers) == 1
     for entry in load_presets():  # every preset entry is a valid config and says how it was chosen
-        EditConfig.from_dict({"method": entry.get("method", "memit"), **entry["config"]})
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a misspelt key would only be dropped with a warning
+            EditConfig.from_dict({"method": entry.get("method", "memit"), **entry["config"]})
         assert entry["measured_by"] and entry["name"]
 
 

@@ -82,13 +82,21 @@ def test_missing_corpus_is_a_clear_error(llama, tmp_path):
 def test_model_samples_are_reproducible_and_leave_the_global_rng_alone(llama):
     from anyedit.corpus import iter_texts
 
+    import copy
+
     model, tok = llama
-    model.generation_config.update(repetition_penalty=5.0, top_k=2)  # a checkpoint's defaults do not apply
     state = torch.get_rng_state()
     first = [t for t, _ in zip(iter_texts("model-samples", model, tok, 8), range(3))]
     assert torch.equal(state, torch.get_rng_state())
     torch.manual_seed(123)  # whatever the caller's random state, the corpus is the same
     assert [t for t, _ in zip(iter_texts("model-samples", model, tok, 8), range(3))] == first
+    saved = copy.deepcopy(model.generation_config)
+    try:  # nor do a checkpoint's generation defaults change it
+        used = sorted({i for t in first for i in tok(t, add_special_tokens=False)["input_ids"]})
+        model.generation_config.update(suppress_tokens=used, repetition_penalty=5.0)  # would forbid those texts
+        assert [t for t, _ in zip(iter_texts("model-samples", model, tok, 8), range(3))] == first
+    finally:
+        model.generation_config = saved
 
 
 @pytest.mark.parametrize("field", ["stats.corpus", "preserve.prompts"])
