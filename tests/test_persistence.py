@@ -62,20 +62,35 @@ def test_an_already_edited_model_is_refused(saved):
     e.revert(model)
 
 
-@pytest.mark.parametrize("damage", ["missing_manifest", "missing_tensors", "bad_json", "bad_tensors", "bad_shape",
-                                    "not_a_dir", "other_tensors"])
-def test_corrupt_directories_give_clear_errors(saved, damage, tmp_path):
+@pytest.mark.parametrize("damage,message", [
+    ("missing_manifest", "not a saved edit: edit.json is missing"),
+    ("missing_tensors", "not a saved edit: deltas.safetensors is missing"),
+    ("bad_json", "edit.json is not valid JSON"),
+    ("old_version", "unsupported or missing format_version"),
+    ("bad_tensors", "deltas.safetensors is corrupt"),
+    ("bad_shape", "has shape .* manifest says"),
+    ("a_file", "edit directory not found"),
+    ("other_tensors", "SHA-256 differs"),
+])
+def test_corrupt_directories_give_clear_errors(saved, damage, message, tmp_path):
+    import hashlib
+
     _, _, d = saved
+    man = json.loads((d / "edit.json").read_text())
     if damage == "missing_manifest":
         (d / "edit.json").unlink()
     elif damage == "missing_tensors":
         (d / "deltas.safetensors").unlink()
     elif damage == "bad_json":
         (d / "edit.json").write_text("{not json")
-    elif damage == "bad_tensors":
+    elif damage == "old_version":
+        man["format_version"] = -1
+        (d / "edit.json").write_text(json.dumps(man))
+    elif damage == "bad_tensors":  # garbage that the manifest's hash agrees with: the safetensors parser refuses it
         (d / "deltas.safetensors").write_bytes(b"garbage")
+        man["tensors_sha256"] = hashlib.sha256(b"garbage").hexdigest()
+        (d / "edit.json").write_text(json.dumps(man))
     elif damage == "bad_shape":
-        man = json.loads((d / "edit.json").read_text())
         for v in man["touched"].values():
             v["shape"] = [1, 1]
         (d / "edit.json").write_text(json.dumps(man))
@@ -85,8 +100,9 @@ def test_corrupt_directories_give_clear_errors(saved, damage, tmp_path):
         f = str(d / "deltas.safetensors")
         save_file({k: 2 * v for k, v in load_file(f).items()}, f)
     else:
-        d = tmp_path / "nothing-here"
-    with pytest.raises(EditFormatError, match="SHA-256 differs" if damage == "other_tensors" else None):
+        d = tmp_path / "a-file"
+        d.write_text("not a directory")
+    with pytest.raises(EditFormatError, match=message):
         load_edits(d)
 
 
