@@ -246,6 +246,38 @@ def test_a_record_that_cannot_be_edited_is_skipped_and_the_run_goes_on(llama, co
     assert f"torch {torch.__version__} (was 0.1)" in caplog.text
 
 
+def test_the_before_answers_come_from_the_unedited_model(llama, corpus_file, tmp_path, monkeypatch):
+    """Each 'before' field holds what generate returned with no edit applied; the after fields with the edit."""
+    import anyedit.evaluation as ev
+    from anyedit.deltas import edits_applied
+
+    model, tok = llama
+    real, calls = ev.generate, []
+
+    def recording(model, tokenizer, questions, *args, **kw):
+        out = real(model, tokenizer, questions, *args, **kw)
+        calls.append(([questions] if isinstance(questions, str) else list(questions), edits_applied(model), out))
+        return out
+
+    monkeypatch.setattr(ev, "generate", recording)
+    _dataset(tmp_path)
+    ds = load_dataset(tmp_path / "data.json", limit=1)
+    settings = EvalSettings(n_probes=0, embed=False, compat=False, max_new_tokens=6, sub_max_new_tokens=3)
+    evaluate(model, tok, ds, _cfg(corpus_file), tmp_path / "run", settings=settings, cache_dir=tmp_path,
+             show_progress=False)
+    row = json.loads((tmp_path / "run" / "rows.jsonl").read_text())
+    sub = [(n, out) for q, n, out in calls if q == ["What colour is the fox?"]]
+    assert [n for n, _ in sub] == [0, 1]
+    assert row["sub_before_predictions"] == sub[0][1] and row["sub_predictions"] == sub[1][1]
+    para_before = [(n, out) for q, n, out in calls if q == ["Tell me about item 0."]]
+    after = [(n, out) for q, n, out in calls if q == ["What is item 0?", "Tell me about item 0."]]
+    assert [n for n, _ in para_before] == [0] and [n for n, _ in after] == [1]
+    assert row["paraphrase_before_predictions"] == para_before[0][1]
+    assert row["paraphrase_predictions"] == after[0][1][1:] and row["prediction"] == after[0][1][0]
+    question_before = [(n, out) for q, n, out in calls if q == ["What is item 0?"]]
+    assert [n for n, _ in question_before] == [0] and row["before"] == question_before[0][1][0]
+
+
 def test_revert_is_checked_against_the_weights_before_the_edit(llama, corpus_file, tmp_path, monkeypatch):
     """A backend that leaves a weight changed after computing the edit is caught, though the edit's own
     fingerprints (taken after the computation) agree with the reverted model."""
