@@ -64,6 +64,19 @@ def test_edit_save_then_ask_with_the_edit(model_dirs, tmp_path, capsys):
                  "--max-new-tokens", "5", "-q", "--cache-dir", str(tmp_path / "cache")]) == 0
     answer = capsys.readouterr().out
     assert answer.strip() and "anyedit" not in answer  # only the answer on stdout
+    # the answer is the edited model's: what generate gives with the saved edit applied, not the base model's
+    import transformers as tf
+
+    from anyedit.generation import generate
+    from anyedit.result import load_edits
+
+    model = tf.AutoModelForCausalLM.from_pretrained(model_dirs["a"])
+    tok = tf.AutoTokenizer.from_pretrained(model_dirs["a"])
+    edit = load_edits(save)
+    plain = generate(model, tok, "What is the answer?", edit.config.prompt, max_new_tokens=5)[0]
+    with edit.applied(model):
+        edited = generate(model, tok, "What is the answer?", edit.config.prompt, max_new_tokens=5)[0]
+    assert edited != plain and answer == edited + "\n"
 
 
 def test_edit_summary_names_the_first_round_and_the_round_count(model_dirs, tmp_path, capsys):
