@@ -90,3 +90,41 @@ def test_phrasings_are_edited_with_the_request(method, llama, corpus_file, tmp_p
     assert sum(c["nll_before"] for c in var[1:]) < sum(c["nll_before"] for c in main[1:])
     assert r0.deltas.keys() == r1.deltas.keys()
     assert any(not torch.equal(r0.deltas[n].full(), r1.deltas[n].full()) for n in r0.deltas)
+
+
+def test_model_rewordings_are_filtered_deduplicated_and_edited_with_the_request(llama, monkeypatch):
+    import anyedit.phrasings as phr
+
+    model, tok = llama
+    question = "Where was the quick brown fox born?"
+    written = [" Where was the quick brown fox born?",  # the question itself
+               ' "In which place was the quick brown fox born?"\nQuestion: and another',  # kept: first line, unquoted
+               " Where was the slow red cat born?",  # other words: not the same question
+               " In which place was the quick brown fox born?",  # a repeat
+               " Where was the quick brown fox born",  # not a question any more
+               " Where did the quick brown fox come from?",  # kept
+               " Who painted the quick brown fox?", " Where was the brown fox born?"]  # not reached: 2 found
+    real, seen = phr.generate, []
+
+    def stub(model, tokenizer, prompts, prompt_cfg, **kw):
+        if prompts[0].startswith(phr.REWORD.split("{question}")[0]):
+            seen.append((len(prompts), kw["sample"], kw["temperature"]))
+            return written
+        return real(model, tokenizer, prompts, prompt_cfg, **kw)
+
+    monkeypatch.setattr(phr, "generate", stub)
+    cfg = PhrasingConfig(generate=2, prefixes=1, prefix_tokens=4, temperature=0.7)
+    out = expand_requests(model, tok, [EditRequest(question, ANSWER, id="r1")], cfg)
+    assert seen == [(8, True, 0.7)]  # 4 samples per wanted rewording, sampled at the configured temperature
+    assert [r.question for r, _ in out[:3]] == [question, "In which place was the quick brown fox born?",
+                                                 "Where did the quick brown fox come from?"]
+    assert len(out) == 4 and out[3][0].question.endswith(". " + question)  # then the one prefixed variant
+    assert [r.id for r, _ in out] == ["r1", "r1~1", "r1~2", "r1~3"] and all(m == 0 for _, m in out)
+
+
+def test_a_rewording_must_keep_the_names():
+    from anyedit.phrasings import _keeps_meaning
+
+    assert _keeps_meaning("Where was Alice Smith born?", "In which town was Alice Smith born?")
+    assert not _keeps_meaning("Where was Alice Smith born?", "Where was she born?")
+    assert not _keeps_meaning("Where was Alice Smith born?", "Where was Alice Jones born?")
