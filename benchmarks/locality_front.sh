@@ -19,4 +19,4 @@ PAPER=(--set chunking.first_anchor=prompt_end --set backend.preserve_weight=0)
 # the front's best paraphrase point, on all five long UnKEBench dev records with paraphrases
 .venv/bin/anyedit eval --dataset "$DATA" --ids 3,27,59,74,77 --no-compat -q --method unke \
     --set chunking.first_anchor=prompt_end --out "$OUT/unke-promptend-pres" --label "unke+ paper anchor, chat preservation 10"
-.venv/bin/anyedit report "$OUT"/*/ --plots "$OUT/plots"
+.venv/bin/anyedit report "$OUT"/*-loc/ "$OUT"/*-noloc/ "$OUT"/unke-promptend-pres/ --plots "$OUT/plots"  # not plots/

@@ -1,4 +1,4 @@
-"""Command line: ``anyedit edit | ask | apply | stats | demo | presets | eval | report``.
+"""Command line: ``anyedit edit | ask | apply | stats | demo | presets | eval | report | sweep``.
 
 The only module that parses argv, reads the environment, configures logging and picks devices. Bad input
 prints one line ``anyedit: error: ...`` to stderr and exits with status 2, before anything is written.
