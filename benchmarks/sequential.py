@@ -2,7 +2,8 @@
 edits still reproduce at the end? AlphaEdit+ (with its running sum of earlier keys, ``EditHistory``) next
 to MEMIT+. Prints a markdown table.
 
-    .venv/bin/python benchmarks/sequential.py [--methods alphaedit,memit] [--n 10] [--file ../shared/data/mquake_cf_dev.json] [--set KEY=VALUE]
+    .venv/bin/python benchmarks/sequential.py [--methods alphaedit,memit] [--n 10]
+        [--file ../shared/data/mquake_cf_dev.json] [--set KEY=VALUE]
 
 Records: the first N MQuAKE-CF (AKEW) records of ../shared/data (question + ``fact_new_uns``). Each edit is
 computed on the model with every earlier edit applied, then applied. At the end every question is asked
