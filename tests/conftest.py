@@ -1,14 +1,11 @@
 from __future__ import annotations
 
-
 import pytest
-import torch
 
 from anyedit.hooks import no_hooks_left
 
 from .tiny import tiny_model, tiny_tokenizer
 
-torch.set_num_threads(max(1, torch.get_num_threads()))
 
 
 @pytest.fixture(params=["llama", "qwen2", "gpt2"])
