@@ -7,7 +7,6 @@ from anyedit.hooks import no_hooks_left
 from .tiny import tiny_model, tiny_tokenizer
 
 
-
 @pytest.fixture(params=["llama", "qwen2", "gpt2"])
 def tiny(request):
     """(model, tokenizer) for each of the three shapes the unit tests cover."""

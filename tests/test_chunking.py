@@ -59,7 +59,7 @@ def test_sentence_spans_cut_at_boundaries_and_merge_up_to_window():
 def test_sentence_spans_when_the_space_is_its_own_token():
     text = "Hi there. Bye now."
     offs = [(0, 2), (2, 8), (8, 9), (9, 10), (10, 13), (13, 17), (17, 18)]  # "Hi" " there" "." " " "Bye" " now" "."
-    assert sentence_spans(offs, text, window=4) == [(0, 4), (4, 7)]  # the cut falls before "Bye", not inside " now"
+    assert sentence_spans(offs, text, window=4) == [(0, 4), (4, 7)]  # the cut falls before "Bye", not before the space
 
 
 def test_make_chunks_places_anchors():

@@ -254,8 +254,8 @@ def test_the_before_answers_come_from_the_unedited_model(llama, corpus_file, tmp
     model, tok = llama
     real, calls = ev.generate, []
 
-    def recording(model, tokenizer, questions, *args, **kw):
-        out = real(model, tokenizer, questions, *args, **kw)
+    def recording(model, tokenizer, questions, *args, **kw):  # each answer tagged with the edits applied
+        out = [f"{edits_applied(model)}: {a}" for a in real(model, tokenizer, questions, *args, **kw)]
         calls.append(([questions] if isinstance(questions, str) else list(questions), edits_applied(model), out))
         return out
 
