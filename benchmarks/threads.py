@@ -3,9 +3,10 @@ torch process on the same cores distorts every number).
 
     .venv/bin/python benchmarks/threads.py [--threads 1,2] [--id 524] [--repeats 3]
 
-Paths: a chunked value-search step (window 20, cached prefix: what every edit spends most of its time in), a
-single-vector value-search step over the whole answer (chunking none), a statistics forward (4 x 256 tokens, the
-stats pass's batch) and greedy generation (up to 64 tokens, per token). Each is timed ``--repeats`` times after
+Paths: the value search of one 20-token chunk, 4 Adam steps (cached prefix: what every edit spends most of its
+time in; the mean over the answer's chunks), the same 4 steps for one vector over the whole answer (chunking none),
+a statistics forward (4 x 256 tokens, the stats pass's batch, up to the value layer) and greedy generation (up to
+64 tokens, per token). Each is timed ``--repeats`` times after
 one warm-up; the table shows the median.
 """
 
@@ -24,6 +25,7 @@ from anyedit.arch import get_spec
 from anyedit.chunking import make_chunks
 from anyedit.config import ChunkingConfig, PromptConfig, ValueConfig
 from anyedit.generation import generate_ids
+from anyedit.hooks import stop_after
 from anyedit.prompts import encode_prompt, prepare_request
 from anyedit.types import EditRequest
 from anyedit.values import search_values
@@ -58,13 +60,12 @@ def main() -> None:
     cfg = ValueConfig(max_steps=steps, stop_loss=0.0)
     gen = torch.Generator().manual_seed(0)
     stats_batch = torch.randint(0, len(tok), (4, 256), generator=gen)
-    n_windowed = steps * len(windowed)
 
     def value_search(chunks):
         return lambda: search_values(model, spec, prep.ids, prep.prompt_len, chunks, args.layer, cfg)
 
-    def stats_forward():
-        with torch.no_grad():
+    def stats_forward():  # as the statistics pass runs it: up to the last edited layer, no LM head
+        with torch.no_grad(), stop_after(model.get_submodule(spec.layer_path(args.layer))):
             model(input_ids=stats_batch, use_cache=False)
 
     encoded = [encode_prompt(tok, rec["question"], PromptConfig())[0]]
@@ -75,16 +76,16 @@ def main() -> None:
 
     print(f"record {args.id}: prompt {prep.prompt_len} + answer {len(prep.target_ids)} tokens; {len(windowed)} chunks "
           f"of 20; median of {args.repeats} after a warm-up")
-    print("| torch threads | value-search step, window 20 | value-search step, whole answer | "
+    print(f"| torch threads | value search of a 20-token chunk, {steps} steps | whole answer, {steps} steps | "
           "statistics forward 4x256 | greedy generation, per token |")
     print("|---|---|---|---|---|")
     for n in [int(x) for x in args.threads.split(",")]:
         torch.set_num_threads(n)
-        w = _median_time(value_search(windowed), args.repeats) / n_windowed
-        s = _median_time(value_search(whole), args.repeats) / steps
+        w = _median_time(value_search(windowed), args.repeats) / len(windowed)
+        s = _median_time(value_search(whole), args.repeats)
         f = _median_time(stats_forward, args.repeats)
         g = _median_time(generation, args.repeats) / max(n_gen[0], 1)
-        print(f"| {n} | {w:.3f} s | {s:.3f} s | {f:.2f} s | {g:.3f} s ({n_gen[0]} tokens) |", flush=True)
+        print(f"| {n} | {w:.2f} s | {s:.2f} s | {f:.2f} s | {g:.3f} s ({n_gen[0]} tokens) |", flush=True)
 
 
 if __name__ == "__main__":
