@@ -118,7 +118,7 @@ def _read_requests(args: argparse.Namespace) -> list[Any]:
 def _setup_logging(quiet: bool, verbose: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
-    for noisy in ("transformers", "huggingface_hub", "urllib3", "gensim", "smart_open"):
+    for noisy in ("transformers", "huggingface_hub", "urllib3", "gensim", "smart_open", "absl"):  # absl: rouge-score
         logging.getLogger(noisy).setLevel(logging.ERROR)
     import transformers
 
