@@ -10,7 +10,7 @@ from anyedit import EditConfig, EditRequest, load_edits
 from anyedit.errors import EditFormatError, FingerprintMismatchError
 from anyedit.stats import CovarianceCache
 
-from .tiny import tiny_model
+from .tiny import tiny_model, tiny_tokenizer
 
 REQ = EditRequest("What is the answer?", "The capital of France is Paris.", id="r1")
 
@@ -161,11 +161,26 @@ def test_statistics_of_an_edited_model_are_not_cached_under_the_base_model(saved
     assert not torch.equal(base, edited) and len(list((tmp_path / "cold").rglob("*.safetensors"))) == 1
 
 
+def _failing_edit_leaves_the_model_as_it_was(model, res, cache_dir, message):
+    """Under the caller's applied edit ``res``, a 3-round compute_edits that raises ``message`` leaves the weights
+    and the edit count (1: the caller's) as they were; afterwards the count is back to 0."""
+    from anyedit.deltas import edits_applied
+
+    cfg = res.config.with_overrides({"rounds": 3, "value.stop_loss": 0.0})
+    with res.applied(model):
+        state = {n: p.clone() for n, p in model.state_dict().items()}
+        with pytest.raises(RuntimeError, match=message):
+            anyedit.compute_edits(model, tiny_tokenizer(), REQ, cfg, stats_cache=CovarianceCache(cache_dir, False),
+                                  show_progress=False)
+        assert edits_applied(model) == 1
+        assert all(torch.equal(p, state[n]) for n, p in model.state_dict().items())
+    assert edits_applied(model) == 0
+
+
 def test_a_failed_refinement_round_leaves_the_edit_count_right(saved, corpus_file, tmp_path, monkeypatch):
     """compute_edits restores its own deltas when a later round fails; the caller's applied edit stays counted
     (a restore counted twice would let an edited model's statistics be cached as the base model's)."""
     import anyedit.editing as editing
-    from anyedit.deltas import edits_applied
 
     model, res, _ = saved
     calls = []
@@ -178,15 +193,8 @@ def test_a_failed_refinement_round_leaves_the_edit_count_right(saved, corpus_fil
         return real_apply(model, deltas)
 
     monkeypatch.setattr(editing, "apply_deltas", fails_second_time)
-    cfg = res.config.with_overrides({"rounds": 3, "value.stop_loss": 0.0})
-    with res.applied(model):
-        state = {n: p.clone() for n, p in model.state_dict().items()}
-        with pytest.raises(RuntimeError, match="round 3 failed"):
-            anyedit.compute_edits(model, __import__("tests.tiny", fromlist=["tiny_tokenizer"]).tiny_tokenizer(),
-                                  REQ, cfg, stats_cache=CovarianceCache(tmp_path / "c2", False), show_progress=False)
-        assert edits_applied(model) == 1 and len(calls) == 2
-        assert all(torch.equal(p, state[n]) for n, p in model.state_dict().items())
-    assert edits_applied(model) == 0
+    _failing_edit_leaves_the_model_as_it_was(model, res, tmp_path / "c2", "round 3 failed")
+    assert len(calls) == 2
 
 
 def test_a_round_failing_after_its_apply_puts_the_weights_back(saved, corpus_file, tmp_path, monkeypatch):
@@ -210,12 +218,5 @@ def test_a_round_failing_after_its_apply_puts_the_weights_back(saved, corpus_fil
 
     monkeypatch.setattr(editing, "apply_deltas", counting_apply)
     monkeypatch.setattr(editing, "search_values", fails_after_an_apply)
-    cfg = res.config.with_overrides({"rounds": 3, "value.stop_loss": 0.0})
-    with res.applied(model):
-        state = {n: p.clone() for n, p in model.state_dict().items()}
-        with pytest.raises(RuntimeError, match="round 2 failed"):
-            anyedit.compute_edits(model, __import__("tests.tiny", fromlist=["tiny_tokenizer"]).tiny_tokenizer(),
-                                  REQ, cfg, stats_cache=CovarianceCache(tmp_path / "c3", False), show_progress=False)
-        assert applied == [1] and edits_applied(model) == 1
-        assert all(torch.equal(p, state[n]) for n, p in model.state_dict().items())
-    assert edits_applied(model) == 0
+    _failing_edit_leaves_the_model_as_it_was(model, res, tmp_path / "c3", "round 2 failed")
+    assert applied == [1]
