@@ -123,10 +123,10 @@ class CovarianceCache:
         """``{layer: E[k k^T]}`` over the rows of ``source`` (float32, on CPU)."""
         out: dict[int, torch.Tensor] = {}
         missing: list[int] = []
-        keys = {}
+        keys, mem_keys = {}, {}
         for layer in layers:
             key = keys[layer] = self.key(model, spec, layer, source)
-            mem_key = json.dumps(key, sort_keys=True)
+            mem_key = mem_keys[layer] = json.dumps(key, sort_keys=True)
             hit = self._recall(mem_key, model)
             if hit is not None:
                 out[layer] = hit
@@ -143,14 +143,13 @@ class CovarianceCache:
             keep = self._may_keep(model)
             for layer, c in computed.items():
                 out[layer] = c
-                key = keys[layer]
                 if not keep:
-                    self._memory[self._edited_key(json.dumps(key, sort_keys=True), model)] = c
+                    self._memory[self._edited_key(mem_keys[layer], model)] = c
                     continue
-                self._memory[json.dumps(key, sort_keys=True)] = c
-                path = self._path(key)
+                self._memory[mem_keys[layer]] = c
+                path = self._path(keys[layer])
                 if path is not None:
-                    self._save(path, key, "mom2", c)
+                    self._save(path, keys[layer], "mom2", c)
                     log.info("saved statistics for layer %d to %s", layer, path)
         return out
 
