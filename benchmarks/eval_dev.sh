@@ -24,6 +24,7 @@ worker() {  # worker NAME JOB...   (JOB = file:label; label memit = --chunking n
   done
 }
 mkdir -p "$OUT"
+.venv/bin/anyedit stats --method memit -q  # once, before the workers: both would compute it at their first edit
 worker a "${JOBS[@]}" & a=$!
 worker b "${JOBS[@]:3}" "${JOBS[@]:0:3}" & b=$!  # the other half first
 wait $a && wait $b

@@ -6,6 +6,8 @@ import pytest
 import torch
 
 import anyedit
+from anyedit import preserve as preserve_mod
+from anyedit import stats as stats_mod
 from anyedit import EditConfig, EditHistory, EditRequest
 from anyedit.arch import get_spec
 from anyedit.backends._linalg import trace
@@ -43,6 +45,30 @@ def _threshold(model, tok, cfg, cache, layer):
     """A threshold that leaves half of the key space as 'null space' on the tiny model."""
     c = cache.get(model, tok, get_spec(model), [layer], cfg.stats)[layer].double()
     return float(torch.linalg.eigvalsh(c).median())
+
+
+@pytest.mark.parametrize("method", ["memit", "alphaedit", "unke"])
+def test_prepare_statistics_caches_everything_the_edit_loads(method, tiny, corpus_file, tmp_path, monkeypatch):
+    """``prepare_statistics`` (``anyedit stats``) computes on the unedited model every statistic the method's
+    update loads, the chat-preservation ones included: a later edit through a new cache object over the same
+    directory (as in a new process) computes no statistics and generates no preservation answers."""
+    model, tok = tiny
+    cfg = _config(method, corpus_file, **{"value.max_steps": 3, "backend.preserve_weight": 1.0,
+                                          "preserve.n_prompts": 4, "preserve.answer_tokens": 6})
+    if method == "alphaedit":
+        thr = _threshold(model, tok, cfg, CovarianceCache(tmp_path / "probe", show_progress=False), 2)
+        cfg = cfg.with_overrides({"backend.nullspace_threshold": thr})
+    anyedit.prepare_statistics(model, tok, cfg, cache_dir=tmp_path, show_progress=False)
+    assert len(list((tmp_path / "preserve").glob("answers-*.json"))) == 1
+
+    def boom(*a, **k):
+        raise AssertionError("computed at edit time although prepare_statistics ran")
+
+    monkeypatch.setattr(stats_mod, "compute_second_moments", boom)
+    monkeypatch.setattr(preserve_mod, "generate_ids", boom)
+    res = anyedit.compute_edits(model, tok, REQ, cfg, cache_dir=tmp_path, show_progress=False)
+    assert res.deltas
+    anyedit.prepare_statistics(model, tok, cfg, cache_dir=tmp_path, show_progress=False)  # all from the cache
 
 
 @pytest.mark.parametrize("method", ["memit", "alphaedit", "rome", "ft", "unke"])

@@ -42,6 +42,26 @@ def _fast(model_dirs, tmp_path):
             "--set", "value.max_steps=3", "--no-locality", "-q"]
 
 
+def test_stats_precomputes_what_the_edit_loads(model_dirs, tmp_path, capsys, monkeypatch):
+    """`anyedit stats` with the same settings as a later `anyedit edit` leaves that edit nothing to compute:
+    the text statistics and, with preserve_weight > 0, the chat-preservation conversations and theirs."""
+    from anyedit import preserve as preserve_mod
+    from anyedit import stats as stats_mod
+
+    opts = ["--model", str(model_dirs["a"]), *_fast(model_dirs, tmp_path)[:-2], "--set", "backend.preserve_weight=1",
+            "--set", "preserve.n_prompts=4", "--set", "preserve.answer_tokens=6", "-q"]
+    assert main(["stats", *opts]) == 0
+    out = capsys.readouterr().out
+    assert "statistics for memit on layers [1, 2] ready" in out and "chat-preservation conversations" in out
+
+    def boom(*a, **k):
+        raise AssertionError("computed at edit time although `anyedit stats` ran")
+
+    monkeypatch.setattr(stats_mod, "compute_second_moments", boom)
+    monkeypatch.setattr(preserve_mod, "generate_ids", boom)
+    assert main(["edit", "--question", "What is the answer?", "--answer", "Paris is the capital.", "--no-locality",
+                 *opts]) == 0
+
 def _bad(capsys, argv, expect):
     code = main(argv)
     err = capsys.readouterr().err

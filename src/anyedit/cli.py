@@ -310,19 +310,20 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from .arch import get_spec
+    from .editing import prepare_statistics, resolve_layers
     from .stats import CovarianceCache
     from .models import default_cache_dir
 
     _validate_methods(args)
     model, tok = _load(args)
     cfg = _build_config(args, model)
-    spec = get_spec(model)
     cache = CovarianceCache(args.cache_dir or default_cache_dir(), show_progress=not args.quiet)
     t = time.perf_counter()
-    got = cache.get(model, tok, spec, cfg.layers or [], cfg.stats)
-    print(f"statistics for layers {sorted(got)} ready in {time.perf_counter() - t:.1f} s "
-          f"(corpus {cfg.stats.corpus}, {cfg.stats.n_tokens} tokens) under {cache.cache_dir}")
+    prepare_statistics(model, tok, cfg, stats_cache=cache, show_progress=not args.quiet)
+    layers, _ = resolve_layers(model, cfg)
+    extra = ", and the chat-preservation conversations" if getattr(cfg.backend, "preserve_weight", 0) > 0 else ""
+    print(f"statistics for {cfg.method} on layers {list(layers)} ready in {time.perf_counter() - t:.1f} s "
+          f"(corpus {cfg.stats.corpus}, {cfg.stats.n_tokens} tokens{extra}) under {cache.cache_dir}")
     return 0
 
 
@@ -503,7 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.set_defaults(func=cmd_apply)
 
     s = sub.add_parser("stats", help="precompute and cache covariance statistics (progress bar with ETA)",
-                       description="Compute the MLP key statistics for the edited layers once and cache them.")
+                       description="Compute once and cache every statistic an edit with these settings loads: the MLP "
+                       "key statistics of the edited layers and, where the method preserves chat conversations "
+                       "(preserve_weight > 0), those conversations' statistics (AlphaEdit: the null-space basis).")
     common(s)
     method_opts(s)
     s.set_defaults(func=cmd_stats)

@@ -74,6 +74,91 @@ def key_editability(model: nn.Module, spec: ArchSpec, sequences: Sequence[Sequen
     return out
 
 
+def _setup(model: nn.Module, config: EditConfig | None, stats_cache: CovarianceCache | None,
+           cache_dir: str | Path | None, show_progress: bool
+           ) -> tuple[EditConfig, tuple[int, ...], int, Any, CovarianceCache]:
+    """The config (the preset when None; layers filled in), edited layers, value layer, backend and statistics
+    cache. A bad config, a missing corpus or prompts file fails here, before any value search."""
+    if config is None:
+        config = preset_config(model)
+    if config.layers is None:
+        config = EditConfig.from_dict({**config.to_dict(), "layers": list(resolve_layers(model, config)[0])})
+    layers, z = resolve_layers(model, config)
+    backend = get_backend(config.method)
+    corpus_id(config.stats.corpus)
+    if config.preserve.prompts != "builtin":
+        load_prompts(config.preserve.prompts)
+    if stats_cache is None:
+        from .models import default_cache_dir
+
+        stats_cache = CovarianceCache(cache_dir or default_cache_dir(), show_progress=show_progress)
+    return config, layers, z, backend, stats_cache
+
+
+class _StatisticsAccess:
+    """What a backend may load (:class:`EditContext`'s ``stats``, ``chat_stats``, ``preserve_rows`` and
+    ``null_basis``), each computed on first use through ``cache``; ``seconds`` sums the time spent in them, so
+    that it is reported as statistics time, not update time."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any, spec: ArchSpec, config: EditConfig,
+                 cache: CovarianceCache) -> None:
+        self.model, self.tokenizer, self.spec, self.config, self.cache = model, tokenizer, spec, config, cache
+        self.seconds = 0.0
+        self._chat: Any = None
+
+    def timed(self, fn: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - t
+        return run
+
+    def _chat_source(self) -> Any:
+        if self._chat is None:
+            self._chat = chat_source(self.model, self.tokenizer, self.config.preserve, self.config.prompt,
+                                     self.cache.cache_dir, self.config.stats.dtype)
+        return self._chat
+
+    def stats(self, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+        return self.timed(self.cache.get)(self.model, self.tokenizer, self.spec, layers, self.config.stats)
+
+    def chat_stats(self, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+        return self.timed(lambda: self.cache.get_source(self.model, self.spec, layers, self._chat_source()))()
+
+    def preserve_rows(self) -> list[list[int]]:
+        return self.timed(lambda: list(self._chat_source().rows()))()
+
+    def null_basis(self, layers: Sequence[int], threshold: float, chat_weight: float = 0.0) -> dict[int, torch.Tensor]:
+        extra = (self._chat_source(), chat_weight) if chat_weight > 0 else None
+        return self.timed(self.cache.null_basis)(self.model, self.tokenizer, self.spec, layers, self.config.stats,
+                                                 threshold, extra)
+
+    def callables(self) -> dict[str, Any]:
+        return {"stats": self.stats, "chat_stats": self.chat_stats, "preserve_rows": self.preserve_rows,
+                "null_basis": self.null_basis}
+
+
+def prepare_statistics(model: nn.Module, tokenizer: Any, config: EditConfig | None = None, *,
+                       stats_cache: CovarianceCache | None = None, cache_dir: str | Path | None = None,
+                       show_progress: bool = True) -> float:
+    """Compute and cache, before any edit, every statistic an edit with ``config`` will load (the text key
+    statistics of its layers; with ``preserve_weight`` > 0 the chat-conversation statistics or rows; for
+    AlphaEdit the null-space basis): whatever the method's ``prepare`` step asks for, on the unedited model.
+    ``config=None`` uses the preset. Returns the seconds spent (0 when everything was cached)."""
+    config, layers, z, backend, stats_cache = _setup(model, config, stats_cache, cache_dir, show_progress)
+    spec = get_spec(model)
+    st = _StatisticsAccess(model, tokenizer, spec, config, stats_cache)
+    prepare = getattr(backend, "prepare", None)
+    if prepare is not None:
+        prepare(EditContext(model=model, tokenizer=tokenizer, spec=spec, config=config, layers=layers, value_layer=z,
+                            prepared=[], chunks=[], values=[], **st.callables(), show_progress=show_progress))
+    if config.chunking.snap and config.chunking.mode != "none":  # the value layer's, for snapping boundaries
+        st.stats([z])
+    return st.seconds
+
+
 def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict | Sequence[EditRequest | dict],
                   config: EditConfig | None = None, *, stats_cache: CovarianceCache | None = None,
                   cache_dir: str | Path | None = None, show_progress: bool = True,
@@ -90,15 +175,7 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
     t_start = time.perf_counter()
     reqs = _as_requests(requests)
     spec = get_spec(model)
-    if config is None:
-        config = preset_config(model)
-    if config.layers is None:
-        config = EditConfig.from_dict({**config.to_dict(), "layers": list(resolve_layers(model, config)[0])})
-    layers, z = resolve_layers(model, config)
-    backend = get_backend(config.method)
-    corpus_id(config.stats.corpus)  # a missing corpus or prompts file fails here, not after the value search
-    if config.preserve.prompts != "builtin":
-        load_prompts(config.preserve.prompts)
+    config, layers, z, backend, stats_cache = _setup(model, config, stats_cache, cache_dir, show_progress)
     max_len = context_length(model, tokenizer)
     own = [prepare_request(tokenizer, r, config.prompt, max_len) for r in reqs]
     own_chunks = [make_chunks(p, config.chunking) for p in own]  # validates before any generation
@@ -117,40 +194,12 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
                 for (r, m), main in zip(expanded, is_main)]
     chunks = [own_chunks[m] if main else make_chunks(p, config.chunking)
               for p, m, main in zip(prepared, main_of, is_main)]
-    if stats_cache is None:
-        from .models import default_cache_dir
-
-        stats_cache = CovarianceCache(cache_dir or default_cache_dir(), show_progress=show_progress)
     original = {}
     timings: dict[str, float] = {}
 
-    stats_time = [0.0]
-
-    def timed(fn: Any) -> Any:
-        """``fn`` with its run time added to the statistics time (kept out of the update time)."""
-        def run(*args: Any, **kwargs: Any) -> Any:
-            t = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                stats_time[0] += time.perf_counter() - t
-        return run
-
-    sources: dict[str, Any] = {}
-
-    def chat() -> Any:
-        if "chat" not in sources:
-            sources["chat"] = chat_source(model, tokenizer, config.preserve, config.prompt, stats_cache.cache_dir,
-                                          config.stats.dtype)
-        return sources["chat"]
-
-    stats = timed(lambda ls: stats_cache.get(model, tokenizer, spec, ls, config.stats))
-    chat_stats = timed(lambda ls: stats_cache.get_source(model, spec, ls, chat()))
-    preserve_rows = timed(lambda: list(chat().rows()))
-    null_basis = timed(lambda ls, threshold, chat_weight=0.0: stats_cache.null_basis(
-        model, tokenizer, spec, ls, config.stats, threshold, (chat(), chat_weight) if chat_weight > 0 else None))
+    st = _StatisticsAccess(model, tokenizer, spec, config, stats_cache)
     if config.chunking.snap and config.chunking.mode != "none":  # boundaries on the cheapest keys to edit
-        scores = timed(key_editability)(model, spec, [p.ids for p in prepared], z, stats([z])[z])
+        scores = st.timed(key_editability)(model, spec, [p.ids for p in prepared], z, st.stats([z])[z])
         chunks = [make_chunks(p, config.chunking, s) for p, s in zip(prepared, scores)]
 
     uses_values = type(config.backend).uses_values
@@ -202,12 +251,11 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
                 break
             first_values = first_values or values
             ctx = EditContext(model=model, tokenizer=tokenizer, spec=spec, config=config, layers=layers,
-                              value_layer=z, prepared=prepared, chunks=chunks, values=values, stats=stats,
-                              chat_stats=chat_stats, preserve_rows=preserve_rows, null_basis=null_basis,
+                              value_layer=z, prepared=prepared, chunks=chunks, values=values, **st.callables(),
                               history=history, show_progress=show_progress)
-            t0, s0 = time.perf_counter(), stats_time[0]
+            t0, s0 = time.perf_counter(), st.seconds
             out = backend.compute(ctx)
-            timings["update_s"] += time.perf_counter() - t0 - (stats_time[0] - s0)
+            timings["update_s"] += time.perf_counter() - t0 - (st.seconds - s0)
             diagnostics["rounds"].append({"chunk_nll_before": nll_now, **out.diagnostics})
             for name, d in out.deltas.items():
                 deltas[name] = deltas[name].merged(d) if name in deltas else d
@@ -215,7 +263,7 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
                 edited_keys.setdefault(layer, k)  # the keys the first (main) round wrote at
     finally:
         restore(model, backup)
-    timings["statistics_s"] = stats_time[0]
+    timings["statistics_s"] = st.seconds
     if len(expanded) > len(reqs):
         timings["phrasings_s"] = t_ph
     diagnostics.update({k: v for k, v in diagnostics["rounds"][0].items() if k != "chunk_nll_before"})

@@ -95,6 +95,12 @@ def _mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class UnkeBackend:
+    def prepare(self, ctx: EditContext) -> None:
+        """The preservation conversations (prompt + the model's own answer) when ``preserve_weight`` > 0."""
+        cfg: UnkeConfig = ctx.backend_config
+        use = cfg.preserve_weight > 0 and ctx.preserve_rows is not None
+        self.preserve = ctx.preserve_rows() if use else None
+
     def compute(self, ctx: EditContext) -> BackendOutput:
         cfg: UnkeConfig = ctx.backend_config
         if len(ctx.layers) != 1:
@@ -112,9 +118,8 @@ class UnkeBackend:
             target[b, pos] = v.targets.to(target.device)
             anchor_mask[b, pos] = True
         keep_mask = edit.mask.bool() & ~anchor_mask
-        pres = None
-        if cfg.preserve_weight > 0 and ctx.preserve_rows is not None:
-            pres = _LayerIO(model, ctx, layer, ctx.preserve_rows())
+        self.prepare(ctx)
+        pres = _LayerIO(model, ctx, layer, self.preserve) if self.preserve is not None else None
 
         params = dict(module.named_parameters())
         original = {n: p.detach().clone() for n, p in params.items()}
