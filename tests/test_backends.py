@@ -58,8 +58,9 @@ def test_prepare_statistics_caches_everything_the_edit_loads(method, tiny, corpu
     if method == "alphaedit":
         thr = _threshold(model, tok, cfg, CovarianceCache(tmp_path / "probe", show_progress=False), 2)
         cfg = cfg.with_overrides({"backend.nullspace_threshold": thr})
-    anyedit.prepare_statistics(model, tok, cfg, cache_dir=tmp_path, show_progress=False)
+    loaded = anyedit.prepare_statistics(model, tok, cfg, cache_dir=tmp_path, show_progress=False)
     assert len(list((tmp_path / "preserve").glob("answers-*.json"))) == 1
+    assert any("chat-preservation" in what for what in loaded), loaded
 
     def boom(*a, **k):
         raise AssertionError("computed at edit time although prepare_statistics ran")
@@ -68,7 +69,9 @@ def test_prepare_statistics_caches_everything_the_edit_loads(method, tiny, corpu
     monkeypatch.setattr(preserve_mod, "generate_ids", boom)
     res = anyedit.compute_edits(model, tok, REQ, cfg, cache_dir=tmp_path, show_progress=False)
     assert res.deltas
-    anyedit.prepare_statistics(model, tok, cfg, cache_dir=tmp_path, show_progress=False)  # all from the cache
+    assert anyedit.prepare_statistics(model, tok, cfg, cache_dir=tmp_path, show_progress=False) == loaded  # cached
+    assert anyedit.prepare_statistics(model, tok, cfg.with_overrides({"method": "ft", "layers": [2]}),
+                                      cache_dir=tmp_path, show_progress=False) == []
 
 
 @pytest.mark.parametrize("method", ["memit", "alphaedit", "rome", "ft", "unke"])

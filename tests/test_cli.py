@@ -52,7 +52,8 @@ def test_stats_precomputes_what_the_edit_loads(model_dirs, tmp_path, capsys, mon
             "--set", "preserve.n_prompts=4", "--set", "preserve.answer_tokens=6", "-q"]
     assert main(["stats", *opts]) == 0
     out = capsys.readouterr().out
-    assert "statistics for memit on layers [1, 2] ready" in out and "chat-preservation conversations" in out
+    assert "memit statistics ready in" in out
+    assert "key statistics of layers [1, 2]" in out and "chat-preservation conversations at layers [1, 2]" in out
 
     def boom(*a, **k):
         raise AssertionError("computed at edit time although `anyedit stats` ran")

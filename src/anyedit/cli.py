@@ -310,7 +310,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from .editing import prepare_statistics, resolve_layers
+    from .editing import prepare_statistics
     from .stats import CovarianceCache
     from .models import default_cache_dir
 
@@ -319,11 +319,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
     cfg = _build_config(args, model)
     cache = CovarianceCache(args.cache_dir or default_cache_dir(), show_progress=not args.quiet)
     t = time.perf_counter()
-    prepare_statistics(model, tok, cfg, stats_cache=cache, show_progress=not args.quiet)
-    layers, _ = resolve_layers(model, cfg)
-    extra = ", and the chat-preservation conversations" if getattr(cfg.backend, "preserve_weight", 0) > 0 else ""
-    print(f"statistics for {cfg.method} on layers {list(layers)} ready in {time.perf_counter() - t:.1f} s "
-          f"(corpus {cfg.stats.corpus}, {cfg.stats.n_tokens} tokens{extra}) under {cache.cache_dir}")
+    loaded = prepare_statistics(model, tok, cfg, stats_cache=cache, show_progress=not args.quiet)
+    if not loaded:
+        print(f"{cfg.method} loads no statistics; nothing to compute")
+        return 0
+    print(f"{cfg.method} statistics ready in {time.perf_counter() - t:.1f} s under {cache.cache_dir}:")
+    for what in loaded:
+        print(f"  {what}")
     return 0
 
 

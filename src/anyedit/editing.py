@@ -98,13 +98,18 @@ def _setup(model: nn.Module, config: EditConfig | None, stats_cache: CovarianceC
 class _StatisticsAccess:
     """What a backend may load (:class:`EditContext`'s ``stats``, ``chat_stats``, ``preserve_rows`` and
     ``null_basis``), each computed on first use through ``cache``; ``seconds`` sums the time spent in them, so
-    that it is reported as statistics time, not update time."""
+    that it is reported as statistics time, not update time; ``loaded`` says what was asked for."""
 
     def __init__(self, model: nn.Module, tokenizer: Any, spec: ArchSpec, config: EditConfig,
                  cache: CovarianceCache) -> None:
         self.model, self.tokenizer, self.spec, self.config, self.cache = model, tokenizer, spec, config, cache
         self.seconds = 0.0
+        self.loaded: list[str] = []
         self._chat: Any = None
+
+    def _note(self, what: str) -> None:
+        if what not in self.loaded:
+            self.loaded.append(what)
 
     def timed(self, fn: Any) -> Any:
         def run(*args: Any, **kwargs: Any) -> Any:
@@ -122,16 +127,23 @@ class _StatisticsAccess:
         return self._chat
 
     def stats(self, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+        c = self.config.stats
+        self._note(f"key statistics of layers {list(layers)} ({c.corpus}, {c.n_tokens} tokens)")
         return self.timed(self.cache.get)(self.model, self.tokenizer, self.spec, layers, self.config.stats)
 
     def chat_stats(self, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+        self._note(f"key statistics of the chat-preservation conversations at layers {list(layers)}")
         return self.timed(lambda: self.cache.get_source(self.model, self.spec, layers, self._chat_source()))()
 
     def preserve_rows(self) -> list[list[int]]:
+        self._note("the model's answers to the chat-preservation prompts")
         return self.timed(lambda: list(self._chat_source().rows()))()
 
     def null_basis(self, layers: Sequence[int], threshold: float, chat_weight: float = 0.0) -> dict[int, torch.Tensor]:
         extra = (self._chat_source(), chat_weight) if chat_weight > 0 else None
+        c = self.config.stats
+        self._note(f"null-space basis of layers {list(layers)} (key statistics: {c.corpus}, {c.n_tokens} tokens"
+                   + (", and the chat-preservation conversations)" if extra else ")"))
         return self.timed(self.cache.null_basis)(self.model, self.tokenizer, self.spec, layers, self.config.stats,
                                                  threshold, extra)
 
@@ -142,11 +154,12 @@ class _StatisticsAccess:
 
 def prepare_statistics(model: nn.Module, tokenizer: Any, config: EditConfig | None = None, *,
                        stats_cache: CovarianceCache | None = None, cache_dir: str | Path | None = None,
-                       show_progress: bool = True) -> float:
+                       show_progress: bool = True) -> list[str]:
     """Compute and cache, before any edit, every statistic an edit with ``config`` will load (the text key
     statistics of its layers; with ``preserve_weight`` > 0 the chat-conversation statistics or rows; for
     AlphaEdit the null-space basis): whatever the method's ``prepare`` step asks for, on the unedited model.
-    ``config=None`` uses the preset. Returns the seconds spent (0 when everything was cached)."""
+    ``config=None`` uses the preset. Returns what was prepared, in words (empty for a method that loads no
+    statistics, such as ``ft``)."""
     config, layers, z, backend, stats_cache = _setup(model, config, stats_cache, cache_dir, show_progress)
     spec = get_spec(model)
     st = _StatisticsAccess(model, tokenizer, spec, config, stats_cache)
@@ -156,7 +169,7 @@ def prepare_statistics(model: nn.Module, tokenizer: Any, config: EditConfig | No
                             prepared=[], chunks=[], values=[], **st.callables(), show_progress=show_progress))
     if config.chunking.snap and config.chunking.mode != "none":  # the value layer's, for snapping boundaries
         st.stats([z])
-    return st.seconds
+    return st.loaded
 
 
 def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict | Sequence[EditRequest | dict],
