@@ -79,6 +79,25 @@ def test_missing_corpus_is_a_clear_error(llama, tmp_path):
         CovarianceCache(tmp_path).get(model, tok, get_spec(model), [1], StatsConfig(corpus=str(tmp_path / "no.txt")))
 
 
+def test_short_sources_warn_only_where_tokens_were_requested(llama, caplog):
+    """Fewer tokens than requested (a short text corpus) is worth a warning; fewer than a bound is not
+    (conversations whose answers end before ``answer_tokens``: the count is only the progress bar's total)."""
+    from anyedit.config import PreserveConfig, PromptConfig
+    from anyedit.preserve import chat_source
+    from anyedit.stats import RowSource
+
+    model, tok = llama
+    spec = get_spec(model)
+    chat = chat_source(model, tok, PreserveConfig(n_prompts=3, answer_tokens=20), PromptConfig(), None)
+    assert chat.n_tokens_is_bound and sum(len(r) for r in chat.rows()) <= chat.n_tokens
+    rows = [[5, 6, 7, 8]] * 3
+    with caplog.at_level("WARNING", logger="anyedit.stats"):
+        compute_second_moments(model, spec, [1], RowSource({"a": 1}, lambda: rows, 100, n_tokens_is_bound=True),
+                               show_progress=False)
+        assert "requested tokens" not in caplog.text
+        compute_second_moments(model, spec, [1], RowSource({"a": 2}, lambda: rows, 100), show_progress=False)
+    assert "got only 12 of the 100 requested tokens" in caplog.text
+
 def test_model_samples_are_reproducible_and_leave_the_global_rng_alone(llama):
     from anyedit.corpus import iter_texts
 

@@ -167,7 +167,7 @@ def prepare_statistics(model: nn.Module, tokenizer: Any, config: EditConfig | No
     if prepare is not None:
         prepare(EditContext(model=model, tokenizer=tokenizer, spec=spec, config=config, layers=layers, value_layer=z,
                             prepared=[], chunks=[], values=[], **st.callables(), show_progress=show_progress))
-    if config.chunking.snap and config.chunking.mode != "none":  # the value layer's, for snapping boundaries
+    if config.chunking.snap and config.chunking.mode != "none" and z not in layers:  # for snapping boundaries
         st.stats([z])
     return st.loaded
 

@@ -103,5 +103,6 @@ def chat_source(model: nn.Module, tokenizer: Any, cfg: PreserveConfig, prompt_cf
                 a = [*a, eot]
             yield p + a
 
-    total = sum(len(p) for p in encoded) + len(prompts) * cfg.answer_tokens
-    return RowSource(ident, rows, total, dtype, batch_size=8, description="chat preservation statistics")
+    total = sum(len(p) for p in encoded) + len(prompts) * (cfg.answer_tokens + (eot is not None))
+    return RowSource(ident, rows, total, dtype, batch_size=8, description="chat preservation statistics",
+                     n_tokens_is_bound=True)  # an answer may end before answer_tokens

@@ -55,7 +55,9 @@ def _token_rows(tokenizer: Any, texts: Iterator[str], max_len: int, n_tokens: in
 
 @dataclass(frozen=True)
 class RowSource:
-    """Token rows to collect keys over. ``identity`` is what distinguishes them in cache keys."""
+    """Token rows to collect keys over. ``identity`` is what distinguishes them in cache keys. ``n_tokens``:
+    the tokens requested, or with ``n_tokens_is_bound`` only an upper bound for the progress bar (rows whose
+    length is known only once they are made, such as conversations whose answers may end early)."""
 
     identity: dict[str, Any]
     rows: Callable[[], Iterable[list[int]]]
@@ -63,6 +65,7 @@ class RowSource:
     dtype: str = "float32"
     batch_size: int = 4
     description: str = "statistics"
+    n_tokens_is_bound: bool = False
 
 
 def corpus_source(model: nn.Module, tokenizer: Any, cfg: StatsConfig) -> RowSource:
@@ -255,7 +258,7 @@ def compute_second_moments(model: nn.Module, spec: ArchSpec, layers: Sequence[in
         model.train(was_training)
     if count == 0:
         raise StatsError(f"{source.description}: no tokens to collect statistics over")
-    if count < source.n_tokens:
+    if count < source.n_tokens and not source.n_tokens_is_bound:
         log.warning("%s: got only %d of the %d requested tokens", source.description, count, source.n_tokens)
     return {layer: (s / count).to(torch.float32).cpu() for layer, s in sums.items()}
 
