@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,11 @@ def _setup(model: nn.Module, config: EditConfig | None, stats_cache: CovarianceC
     return config, layers, z, backend, stats_cache
 
 
+def _snaps(config: EditConfig) -> bool:
+    """Whether chunk boundaries are snapped to the cheapest keys to edit (needs the value layer's statistics)."""
+    return bool(config.chunking.snap) and config.chunking.mode != "none"
+
+
 class _StatisticsAccess:
     """What a backend may load (:class:`EditContext`'s ``stats``, ``chat_stats``, ``preserve_rows`` and
     ``null_basis``), each computed on first use through ``cache``; ``seconds`` sums the time spent in them, so
@@ -111,14 +117,14 @@ class _StatisticsAccess:
         if what not in self.loaded:
             self.loaded.append(what)
 
-    def timed(self, fn: Any) -> Any:
-        def run(*args: Any, **kwargs: Any) -> Any:
-            t = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.seconds += time.perf_counter() - t
-        return run
+    @contextmanager
+    def timing(self) -> Iterator[None]:
+        """Counts the time spent in the block as statistics time."""
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds += time.perf_counter() - t
 
     def _chat_source(self) -> Any:
         if self._chat is None:
@@ -129,23 +135,26 @@ class _StatisticsAccess:
     def stats(self, layers: Sequence[int]) -> dict[int, torch.Tensor]:
         c = self.config.stats
         self._note(f"key statistics of layers {list(layers)} ({c.corpus}, {c.n_tokens} tokens)")
-        return self.timed(self.cache.get)(self.model, self.tokenizer, self.spec, layers, self.config.stats)
+        with self.timing():
+            return self.cache.get(self.model, self.tokenizer, self.spec, layers, c)
 
     def chat_stats(self, layers: Sequence[int]) -> dict[int, torch.Tensor]:
         self._note(f"key statistics of the chat-preservation conversations at layers {list(layers)}")
-        return self.timed(lambda: self.cache.get_source(self.model, self.spec, layers, self._chat_source()))()
+        with self.timing():
+            return self.cache.get_source(self.model, self.spec, layers, self._chat_source())
 
     def preserve_rows(self) -> list[list[int]]:
         self._note("the model's answers to the chat-preservation prompts")
-        return self.timed(lambda: list(self._chat_source().rows()))()
+        with self.timing():
+            return list(self._chat_source().rows())
 
     def null_basis(self, layers: Sequence[int], threshold: float, chat_weight: float = 0.0) -> dict[int, torch.Tensor]:
-        extra = (self._chat_source(), chat_weight) if chat_weight > 0 else None
         c = self.config.stats
         self._note(f"null-space basis of layers {list(layers)} (key statistics: {c.corpus}, {c.n_tokens} tokens"
-                   + (", and the chat-preservation conversations)" if extra else ")"))
-        return self.timed(self.cache.null_basis)(self.model, self.tokenizer, self.spec, layers, self.config.stats,
-                                                 threshold, extra)
+                   + (", and the chat-preservation conversations)" if chat_weight > 0 else ")"))
+        with self.timing():
+            extra = (self._chat_source(), chat_weight) if chat_weight > 0 else None
+            return self.cache.null_basis(self.model, self.tokenizer, self.spec, layers, c, threshold, extra)
 
     def callables(self) -> dict[str, Any]:
         return {"stats": self.stats, "chat_stats": self.chat_stats, "preserve_rows": self.preserve_rows,
@@ -167,7 +176,7 @@ def prepare_statistics(model: nn.Module, tokenizer: Any, config: EditConfig | No
     if prepare is not None:
         prepare(EditContext(model=model, tokenizer=tokenizer, spec=spec, config=config, layers=layers, value_layer=z,
                             prepared=[], chunks=[], values=[], **st.callables(), show_progress=show_progress))
-    if config.chunking.snap and config.chunking.mode != "none" and z not in layers:  # for snapping boundaries
+    if _snaps(config) and z not in layers:
         st.stats([z])
     return st.loaded
 
@@ -211,8 +220,10 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
     timings: dict[str, float] = {}
 
     st = _StatisticsAccess(model, tokenizer, spec, config, stats_cache)
-    if config.chunking.snap and config.chunking.mode != "none":  # boundaries on the cheapest keys to edit
-        scores = st.timed(key_editability)(model, spec, [p.ids for p in prepared], z, st.stats([z])[z])
+    if _snaps(config):
+        cov = st.stats([z])[z]
+        with st.timing():
+            scores = key_editability(model, spec, [p.ids for p in prepared], z, cov)
         chunks = [make_chunks(p, config.chunking, s) for p, s in zip(prepared, scores)]
 
     uses_values = type(config.backend).uses_values
