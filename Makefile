@@ -22,7 +22,8 @@ test: setup
 	$(BIN)/python -m pytest
 
 lint: setup
-	$(BIN)/ruff check --isolated --line-length 120 --select E,F,W src tests benchmarks
+	$(BIN)/ruff check --isolated --line-length 120 --select E,F,W,I src tests benchmarks
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache

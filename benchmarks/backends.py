@@ -20,14 +20,14 @@ import statistics
 import time
 from pathlib import Path
 
-import anyedit
-from anyedit.generation import generate
-from anyedit.locality import LocalityProbe
-from anyedit.preserve import builtin_prompts
-from anyedit.prompts import prepare_request
-from anyedit.values import ValueCache
-
 from edit_quality import load_records  # noqa: E402  (same directory)
+
+import anyedit
+from anyedit.editing.values import ValueCache
+from anyedit.eval.locality import LocalityProbe
+from anyedit.model.generation import generate
+from anyedit.model.prompts import prepare_request
+from anyedit.stats.preserve import builtin_prompts
 
 
 def main() -> None:

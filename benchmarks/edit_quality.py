@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 
 import anyedit
-from anyedit.cli import _parse_set
-from anyedit.generation import generate
-from anyedit.locality import LocalityProbe
-from anyedit.prompts import prepare_request
+from anyedit.cli.options import parse_set
+from anyedit.eval.locality import LocalityProbe
+from anyedit.model.generation import generate
+from anyedit.model.prompts import prepare_request
 
 
 def load_records(spec: str, data: Path) -> list[anyedit.EditRequest]:
@@ -50,7 +50,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--method", default=None, help="default: the preset's method")
     ap.add_argument("--records", default="ee:93,ee:180,uk:27,mq:24,ee:29")
-    ap.add_argument("--set", action="append", type=_parse_set, default=[], metavar="KEY=VALUE")
+    ap.add_argument("--set", action="append", type=parse_set, default=[], metavar="KEY=VALUE")
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     args = ap.parse_args()
     from rouge_score import rouge_scorer

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from anyedit.report import load_runs, table
+from anyedit.eval.tables import load_runs, table
 
 COLUMNS = [
     ("R-L F1", ("scores", "question", "rougeL_f")),

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import anyedit
-from anyedit.generation import generate
-from anyedit.loaders import load_dataset
-from anyedit.prompts import prepare_request
+from anyedit.eval.datasets import load_dataset
+from anyedit.model.generation import generate
+from anyedit.model.prompts import prepare_request
 
 
 def main() -> None:

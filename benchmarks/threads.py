@@ -21,14 +21,14 @@ from pathlib import Path
 import torch
 
 import anyedit
-from anyedit.arch import get_spec
-from anyedit.chunking import make_chunks
 from anyedit.config import ChunkingConfig, PromptConfig, ValueConfig
-from anyedit.generation import generate_ids
-from anyedit.hooks import stop_after
-from anyedit.prompts import encode_prompt, prepare_request
+from anyedit.editing.chunking import make_chunks
+from anyedit.editing.values import search_values
+from anyedit.model.arch import get_spec
+from anyedit.model.generation import generate_ids
+from anyedit.model.hooks import stop_after
+from anyedit.model.prompts import encode_prompt, prepare_request
 from anyedit.types import EditRequest
-from anyedit.values import search_values
 
 
 def _median_time(fn, repeats: int) -> float:

@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 
 import anyedit
-from anyedit.arch import get_spec
-from anyedit.chunking import make_chunks
 from anyedit.config import ChunkingConfig, PromptConfig, ValueConfig
-from anyedit.prompts import prepare_request
+from anyedit.editing.chunking import make_chunks
+from anyedit.editing.values import search_values
+from anyedit.model.arch import get_spec
+from anyedit.model.prompts import prepare_request
 from anyedit.types import EditRequest
-from anyedit.values import search_values
 
 
 def main() -> None:
@@ -46,7 +46,7 @@ def main() -> None:
         rows[cached] = (search_values(model, spec, prep.ids, prep.prompt_len, chunks, args.layer, cfg),
                         time.perf_counter() - t)
     (vc, tc), (vf, tf) = rows[True], rows[False]
-    rel = max(((vc.deltas[i] - vf.deltas[i]).norm() / vf.deltas[i].norm()).item() for i in range(len(vc.positions)))
+    rel = max(((vc.shifts[i] - vf.shifts[i]).norm() / vf.shifts[i].norm()).item() for i in range(len(vc.positions)))
     steps = sum(r.steps for r in vc.reports)
     print(f"record {args.id} ({rec.get('category', '')}): prompt {prep.prompt_len} + answer {len(prep.target_ids)} "
           f"tokens, {len(chunks)} chunks of {args.window}, {steps} Adam steps in all, layer {args.layer}, "
@@ -62,7 +62,7 @@ def main() -> None:
     for cached in (True, False):
         cfg = ValueConfig(cache_prefix=cached, max_steps=3, stop_loss=0.0)
         few[cached] = search_values(model, spec, prep.ids, prep.prompt_len, chunks, args.layer, cfg)
-    rel3 = max(((few[True].deltas[i] - few[False].deltas[i]).norm() / few[False].deltas[i].norm()).item()
+    rel3 = max(((few[True].shifts[i] - few[False].shifts[i]).norm() / few[False].shifts[i].norm()).item()
                for i in range(len(vc.positions)))
     print(f"after 3 steps: max relative difference of the vectors {rel3:.1e}")
 

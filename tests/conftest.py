@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from anyedit.hooks import no_hooks_left
+from anyedit.model.hooks import no_hooks_left
 
 from .tiny import tiny_model, tiny_tokenizer
 

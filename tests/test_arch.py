@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from anyedit.arch import ArchSpec, default_layers, get_spec, key_dim, register_arch, supported_model_types
 from anyedit.errors import UnsupportedArchitectureError
+from anyedit.model.arch import ArchSpec, default_layers, get_spec, key_dim, register_arch, supported_model_types
 
 from .tiny import tiny_model
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from anyedit.batching import pad_batch
+from anyedit.model.batching import pad_batch
 
 
 def test_right_padding_with_mask():

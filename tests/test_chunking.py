@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from anyedit.chunking import make_chunks, sentence_spans, sentence_starts, snap_spans, window_spans
 from anyedit.config import ChunkingConfig, PromptConfig
+from anyedit.editing.chunking import make_chunks, sentence_spans, sentence_starts, snap_spans, window_spans
 from anyedit.errors import ConfigError, RequestError
-from anyedit.prompts import prepare_request
+from anyedit.model.prompts import prepare_request
 from anyedit.types import EditRequest
 
 from .tiny import tiny_tokenizer
@@ -110,7 +110,7 @@ def test_subject_last_needs_a_subject_that_occurs_in_the_question():
 
 
 def test_subject_end_without_offsets_matches_the_fast_tokenizer():
-    from anyedit.prompts import _subject_end_slow
+    from anyedit.model.prompts import _subject_end_slow
 
     tok = tiny_tokenizer()
     req = EditRequest("Where was the quick brown fox born?", "The lazy dog.", subject="quick brown fox")

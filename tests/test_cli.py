@@ -36,20 +36,22 @@ def model_dirs(tmp_path_factory):
     return out
 
 
-def _fast(model_dirs, tmp_path):
+def _fast(model_dirs, tmp_path, probes=0):
+    """Options of a quick edit; ``probes=None`` leaves ``--probes`` to the caller."""
     return ["--cache-dir", str(tmp_path / "cache"), "--method", "memit", "--layers", "1-2", "--chunking", "window:6",
             "--corpus", str(model_dirs["corpus"]), "--set", "stats.n_tokens=300", "--set", "stats.max_len=32",
-            "--set", "value.max_steps=3", "--no-locality", "-q"]
+            "--set", "value.max_steps=3", *(["--probes", str(probes)] if probes is not None else []), "-q"]
 
 
 def test_stats_precomputes_what_the_edit_loads(model_dirs, tmp_path, capsys, monkeypatch):
     """`anyedit stats` with the same settings as a later `anyedit edit` leaves that edit nothing to compute:
     the text statistics and, with preserve_weight > 0, the chat-preservation conversations and theirs."""
-    from anyedit import preserve as preserve_mod
-    from anyedit import stats as stats_mod
+    from anyedit.stats import covariance as stats_mod
+    from anyedit.stats import preserve as preserve_mod
 
-    opts = ["--model", str(model_dirs["a"]), *_fast(model_dirs, tmp_path)[:-2], "--set", "backend.preserve_weight=1",
-            "--set", "preserve.n_prompts=4", "--set", "preserve.answer_tokens=6", "-q"]
+    opts = ["--model", str(model_dirs["a"]), *_fast(model_dirs, tmp_path, probes=None)[:-1],
+            "--set", "backend.preserve_weight=1", "--set", "preserve.n_prompts=4", "--set", "preserve.answer_tokens=6",
+            "-q"]
     assert main(["stats", *opts]) == 0
     out = capsys.readouterr().out
     assert "memit statistics ready in" in out
@@ -60,7 +62,7 @@ def test_stats_precomputes_what_the_edit_loads(model_dirs, tmp_path, capsys, mon
 
     monkeypatch.setattr(stats_mod, "compute_second_moments", boom)
     monkeypatch.setattr(preserve_mod, "generate_ids", boom)
-    assert main(["edit", "--question", "What is the answer?", "--answer", "Paris is the capital.", "--no-locality",
+    assert main(["edit", "--question", "What is the answer?", "--answer", "Paris is the capital.", "--probes", "0",
                  *opts]) == 0
 
 def _bad(capsys, argv, expect):
@@ -76,7 +78,7 @@ def _bad(capsys, argv, expect):
 def test_edit_save_then_ask_with_the_edit(model_dirs, tmp_path, capsys):
     save = tmp_path / "edit"
     argv = ["edit", "--model", str(model_dirs["a"]), "--question", "What is the answer?",
-            "--answer", "The capital of France is Paris.", "--save", str(save), *_fast(model_dirs, tmp_path)]
+            "--answer", "The capital of France is Paris.", "--out", str(save), *_fast(model_dirs, tmp_path)]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "--- before the edit ---" in out and "--- after the edit ---" in out
@@ -88,8 +90,8 @@ def test_edit_save_then_ask_with_the_edit(model_dirs, tmp_path, capsys):
     # the answer is the edited model's: what generate gives with the saved edit applied, not the base model's
     import transformers as tf
 
-    from anyedit.generation import generate
-    from anyedit.result import load_edits
+    from anyedit.editing.result import load_edits
+    from anyedit.model.generation import generate
 
     model = tf.AutoModelForCausalLM.from_pretrained(model_dirs["a"])
     tok = tf.AutoTokenizer.from_pretrained(model_dirs["a"])
@@ -102,18 +104,20 @@ def test_edit_save_then_ask_with_the_edit(model_dirs, tmp_path, capsys):
 
 def test_edit_summary_names_the_first_round_and_the_round_count(model_dirs, tmp_path, capsys):
     argv = ["edit", "--model", str(model_dirs["a"]), "--question", "What is the answer?",
-            "--answer", "The capital of France is Paris.", *_fast(model_dirs, tmp_path), "--set", "rounds=2"]
+            "--answer", "The capital of France is Paris.", *_fast(model_dirs, tmp_path, probes=2), "--set", "rounds=2"]
     assert main(argv) == 0
-    summary = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("edited 1 request(s)")]
+    out = capsys.readouterr().out.splitlines()
+    summary = [ln for ln in out if ln.startswith("edited 1 request(s)")]
     assert len(summary) == 1, summary
     assert "the first update realised" in summary[0] and summary[0].endswith(", 2 refinement rounds in all")
+    assert any(ln.startswith("locality on 2 unrelated prompts: ") for ln in out), out  # --probes 2
 
 
 def test_requests_file_and_apply(model_dirs, tmp_path, capsys):
     reqs = tmp_path / "reqs.jsonl"
     reqs.write_text("\n".join(json.dumps({"question": f"Q{i}?", "answer": f"The quick fox {i}."}) for i in range(2)))
     save, out_model = tmp_path / "edit", tmp_path / "edited-model"
-    assert main(["edit", "--model", str(model_dirs["a"]), "--requests", str(reqs), "--save", str(save),
+    assert main(["edit", "--model", str(model_dirs["a"]), "--requests", str(reqs), "--out", str(save),
                  "--no-compare", *_fast(model_dirs, tmp_path)]) == 0
     assert main(["apply", "--model", str(model_dirs["a"]), "--edit", str(save), "--out", str(out_model), "-q",
                  "--cache-dir", str(tmp_path / "cache")]) == 0
@@ -128,14 +132,14 @@ def test_requests_file_and_apply(model_dirs, tmp_path, capsys):
 
 def test_empty_answer(model_dirs, tmp_path, capsys):
     save = tmp_path / "edit"
-    _bad(capsys, ["edit", "--model", str(model_dirs["a"]), "--question", "Q?", "--answer", "  ", "--save", str(save),
+    _bad(capsys, ["edit", "--model", str(model_dirs["a"]), "--question", "Q?", "--answer", "  ", "--out", str(save),
                   *_fast(model_dirs, tmp_path)], "answer is empty")
     assert not save.exists()
 
 
 def test_missing_files(model_dirs, tmp_path, capsys):
-    _bad(capsys, ["edit", "--requests", str(tmp_path / "none.json")], "not found")
-    _bad(capsys, ["edit", "--question", "Q?", "--answer-file", str(tmp_path / "none.txt")], "not found")
+    _bad(capsys, ["edit", "--requests", str(tmp_path / "none.json")], "--requests file not found")
+    _bad(capsys, ["edit", "--question", "Q?", "--answer-file", str(tmp_path / "none.txt")], "--answer-file not found")
     _bad(capsys, ["edit", "--model", str(tmp_path / "no-model"), "--question", "Q?", "--answer", "A",
                   "--cache-dir", str(tmp_path)], "cannot load model")
 
@@ -156,7 +160,7 @@ def test_unknown_method(model_dirs, tmp_path, capsys):
 def test_unknown_model_type(model_dirs, tmp_path, capsys):
     save = tmp_path / "edit"
     _bad(capsys, ["edit", "--model", str(model_dirs["unsupported"]), "--question", "Q?", "--answer", "A.",
-                  "--save", str(save), "--cache-dir", str(tmp_path), "-q"], "not supported")
+                  "--out", str(save), "--cache-dir", str(tmp_path), "-q"], "not supported")
     assert not save.exists()
 
 
@@ -172,7 +176,7 @@ def test_corrupt_edit_directory(model_dirs, tmp_path, capsys):
 def test_edit_on_a_different_model_is_refused(model_dirs, tmp_path, capsys):
     save = tmp_path / "edit"
     assert main(["edit", "--model", str(model_dirs["a"]), "--question", "Q?", "--answer", "The quick fox.",
-                 "--save", str(save), "--no-compare", *_fast(model_dirs, tmp_path)]) == 0
+                 "--out", str(save), "--no-compare", *_fast(model_dirs, tmp_path)]) == 0
     capsys.readouterr()
     out = tmp_path / "out"
     _bad(capsys, ["ask", "--model", str(model_dirs["b"]), "--question", "Q?", "--edit", str(save), "-q",
@@ -186,18 +190,54 @@ def test_existing_output_directory_is_not_overwritten(model_dirs, tmp_path, caps
     save = tmp_path / "edit"
     save.mkdir()
     (save / "keep.txt").write_text("mine")
-    _bad(capsys, ["edit", "--model", str(model_dirs["a"]), "--question", "Q?", "--answer", "A.", "--save",
+    _bad(capsys, ["edit", "--model", str(model_dirs["a"]), "--question", "Q?", "--answer", "A.", "--out",
                   str(save)], "not empty")
     assert (save / "keep.txt").read_text() == "mine"
 
 
-def test_help_lists_every_command(capsys):
+COMMANDS = {"edit", "demo", "ask", "apply", "stats", "presets", "eval", "sweep", "report"}
+
+
+def _help(capsys, argv):
     with pytest.raises(SystemExit) as e:
-        main(["--help"])
+        main([*argv, "--help"])
     assert e.value.code == 0
-    out = capsys.readouterr().out
-    for cmd in ("edit", "ask", "apply", "stats", "demo", "presets", "eval", "report"):
-        assert cmd in out
+    return capsys.readouterr().out
+
+
+def test_help_lists_every_command_and_each_command_has_its_own_help(capsys):
+    import re
+
+    listed = set(re.findall(r"^ {4}(\w+) {2,}\S", _help(capsys, []), flags=re.M))  # the command column
+    assert listed == COMMANDS
+    for cmd in COMMANDS:
+        assert _help(capsys, [cmd]).startswith(f"usage: anyedit {cmd} ")
+
+
+def test_eval_and_sweep_share_their_options_with_help_text(capsys):
+    """sweep takes the same dataset and scoring options as eval (its own copies had drifted: no help text, the
+    reference metrics and MiniLM hard-coded off)."""
+    import argparse
+
+    from anyedit.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+
+    def options(cmd):
+        return {a.option_strings[-1]: a for a in sub.choices[cmd]._actions if a.option_strings}
+
+    ev, sw = options("eval"), options("sweep")
+    shared = {"--dataset", "--format", "--limit", "--ids", "--probes", "--temperature", "--max-new-tokens",
+              "--sub-max-new-tokens", "--reference-decoding", "--no-compat", "--no-similarity", "--seed"}
+    assert shared <= set(ev) and shared <= set(sw)
+    for opt in shared:
+        assert ev[opt].help and len(ev[opt].help) > 10, opt
+        for field in ("help", "default", "type", "choices", "required"):
+            assert getattr(ev[opt], field) == getattr(sw[opt], field), (opt, field)
+    assert "{auto,unkebench," in _help(capsys, ["eval"])  # --format lists its choices
+    # every option of every command explains itself
+    for cmd in COMMANDS:
+        assert all(a.help for a in options(cmd).values()), [o for o, a in options(cmd).items() if not a.help]
 
 
 def test_eval_then_report(model_dirs, tmp_path, capsys):
@@ -205,7 +245,7 @@ def test_eval_then_report(model_dirs, tmp_path, capsys):
     data.write_text("\n".join(json.dumps({"id": str(i), "question": f"What is {i}?", "answer": f"It is {i} foxes."})
                               for i in range(2)) + "\n{\"id\": \"broken\", \"question\": \"Q?\"}")
     out = tmp_path / "run"
-    fast = [a for a in _fast(model_dirs, tmp_path) if a != "--no-locality"]
+    fast = _fast(model_dirs, tmp_path, probes=None)
     argv = ["eval", "--model", str(model_dirs["a"]), "--dataset", str(data), "--out", str(out), "--probes", "1",
             "--no-similarity", "--max-new-tokens", "8", *fast]
     assert main([*argv[:-len(fast)], "--ids", "1", "--out", str(tmp_path / "one"), *fast]) == 0
@@ -231,13 +271,16 @@ def test_eval_then_report(model_dirs, tmp_path, capsys):
 def test_sweep_runs_every_setting(model_dirs, tmp_path, capsys):
     data = tmp_path / "data.json"
     data.write_text(json.dumps([{"id": "1", "question": "What is 1?", "answer": "It is one fox."}]))
-    fast = [a for a in _fast(model_dirs, tmp_path) if a != "--no-locality"]
+    fast = _fast(model_dirs, tmp_path, probes=None)
     argv = ["sweep", "--model", str(model_dirs["a"]), "--dataset", str(data), "--out", str(tmp_path / "sw"),
-            "--grid", "chunking.window=3,6", "--probes", "1", *fast]
+            "--grid", "chunking.window=3,6", "--probes", "1", "--no-similarity", "--max-new-tokens", "8", *fast]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "chunking.window=3" in out and "chunking.window=6" in out and "on the front" in out
     assert (tmp_path / "sw" / "plots" / "chunk_sweep.png").is_file()
+    settings = json.loads((tmp_path / "sw" / "chunking.window=3" / "run.json").read_text())["settings"]
+    assert (settings["n_probes"], settings["compat"], settings["embed"]) == (1, True, False)  # as eval's options
+    assert settings["max_new_tokens"] == 8
     capsys.readouterr()
     assert main(["report", str(tmp_path / "sw"), "--no-plots"]) == 0  # the sweep directory stands for its runs
     out = capsys.readouterr().out
@@ -249,7 +292,7 @@ def test_sweep_runs_every_setting(model_dirs, tmp_path, capsys):
 
 def test_eval_bad_inputs(model_dirs, tmp_path, capsys):
     _bad(capsys, ["eval", "--dataset", str(tmp_path / "nope.json"), "--out", str(tmp_path / "o")],
-         "no such dataset")
+         "dataset file not found")
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"id": 1, "question": "Q?", "answer": " "}]))
     _bad(capsys, ["eval", "--dataset", str(bad), "--out", str(tmp_path / "o")], "no valid")
@@ -263,30 +306,30 @@ def test_eval_bad_inputs(model_dirs, tmp_path, capsys):
 
 def test_a_smaller_window_on_the_command_line_shrinks_the_presets_snap():
     from anyedit import EditConfig
-    from anyedit.cli import _fit_snap, _parse_chunking
+    from anyedit.cli.options import fit_snap, parse_chunking
 
     cfg = EditConfig().with_overrides({"chunking.window": 20, "chunking.snap": 3})
-    assert _fit_snap(cfg, _parse_chunking("window:6"))["chunking.snap"] == 2
-    assert _fit_snap(cfg, _parse_chunking("window:40"))["chunking.snap"] == 3
-    assert _fit_snap(cfg, _parse_chunking("window:40:10"))["chunking.snap"] == 0
-    assert cfg.with_overrides(_fit_snap(cfg, _parse_chunking("window:3"))).chunking.snap == 1
-    assert _fit_snap(cfg, {"layers": [1]}) == {"layers": [1]}
-    explicit = {**_parse_chunking("window:6"), "chunking.snap": 3}  # the user's own value is kept and validated
+    assert fit_snap(cfg, parse_chunking("window:6"))["chunking.snap"] == 2
+    assert fit_snap(cfg, parse_chunking("window:40"))["chunking.snap"] == 3
+    assert fit_snap(cfg, parse_chunking("window:40:10"))["chunking.snap"] == 0
+    assert cfg.with_overrides(fit_snap(cfg, parse_chunking("window:3"))).chunking.snap == 1
+    assert fit_snap(cfg, {"layers": [1]}) == {"layers": [1]}
+    explicit = {**parse_chunking("window:6"), "chunking.snap": 3}  # the user's own value is kept and validated
     with pytest.raises(ConfigError, match="half the window"):
-        cfg.with_overrides(_fit_snap(cfg, explicit))
+        cfg.with_overrides(fit_snap(cfg, explicit))
 
 
 def test_chunking_none_is_the_single_token_baseline_unless_the_anchor_is_set():
     import argparse
 
-    from anyedit.cli import _build_config, _parse_chunking
+    from anyedit.cli.options import build_config, parse_chunking
 
     model = tiny_model("llama")
 
     def cfg(*sets):
-        args = argparse.Namespace(method="memit", config=None, layers=None, chunking=_parse_chunking("none"),
+        args = argparse.Namespace(method="memit", config=None, layers=None, chunking=parse_chunking("none"),
                                   corpus=None, set=list(sets))
-        return _build_config(args, model).chunking
+        return build_config(args, model).chunking
 
     assert cfg().mode == "none" and cfg().first_anchor == "prompt_end"  # not the preset's
     assert cfg(("chunking.first_anchor", "question")).first_anchor == "question"
@@ -298,7 +341,7 @@ def test_bad_layers_config_files_and_output_paths(model_dirs, tmp_path, capsys):
     assert e.value.code == 2 and "--layers '8-4': use a range like 4-8" in capsys.readouterr().err
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
-    _bad(capsys, ["edit", "--question", "Q?", "--answer", "A.", "--save", str(a_file)], "is a file")
+    _bad(capsys, ["edit", "--question", "Q?", "--answer", "A.", "--out", str(a_file)], "is a file")
     _bad(capsys, ["eval", "--dataset", str(a_file), "--out", str(a_file)], "is a file")
     assert a_file.read_text() == "x"
     cfg = tmp_path / "cfg.json"
@@ -311,11 +354,11 @@ def test_bad_layers_config_files_and_output_paths(model_dirs, tmp_path, capsys):
     # a partial section keeps the preset's other fields of that section (deep merge), and --set still wins
     cfg.write_text(json.dumps({"chunking": {"overlap": 1}, "value": {"lr": 0.3}}))
     save = tmp_path / "edit"
-    assert main([*base, "--save", str(save), "--set", "value.lr=0.2"]) == 0
+    assert main([*base, "--out", str(save), "--set", "value.lr=0.2"]) == 0
     got = json.loads((save / "edit.json").read_text())["config"]
     from transformers import AutoModelForCausalLM
 
-    from anyedit.presets import preset_config
+    from anyedit.editing.presets import preset_config
 
     preset = preset_config(AutoModelForCausalLM.from_pretrained(model_dirs["a"]), "memit").to_dict()
     del got["chunking"]["snap"], preset["chunking"]["snap"]  # snap follows the window (--chunking window:6)

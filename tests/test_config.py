@@ -55,7 +55,7 @@ def test_backend_must_match_method():
 
 
 def test_presets_pick_a_method_and_valid_layers():
-    from anyedit.presets import load_presets, preset_config
+    from anyedit.editing.presets import load_presets, preset_config
 
     from .tiny import tiny_model
 
@@ -74,7 +74,7 @@ def test_presets_pick_a_method_and_valid_layers():
 
 def test_a_value_layer_the_edited_layers_cannot_move_is_refused_before_any_work(llama, tmp_path):
     import anyedit
-    from anyedit.stats import CovarianceCache
+    from anyedit.stats.covariance import CovarianceCache
 
     with pytest.raises(ConfigError, match="ValueConfig.layer=3 is below the edited layer 4"):
         EditConfig().with_overrides({"layers": [2, 4], "value.layer": 3})

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from anyedit.config import PromptConfig
-from anyedit.generation import generate, generate_ids, generation_config
-from anyedit.prompts import encode_prompt
+from anyedit.model.generation import generate, generate_ids, generation_config
+from anyedit.model.prompts import encode_prompt
 
 
 def _argmax_loop(model, ids, n, stops):

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from anyedit.locality import LocalityProbe
-from anyedit.preserve import builtin_prompts
+from anyedit.eval.locality import LocalityProbe
+from anyedit.stats.preserve import builtin_prompts
 
 
 def test_probe_sets_are_disjoint_and_unedited_model_agrees_with_itself(llama):
@@ -32,7 +32,7 @@ def test_a_damaged_model_is_reported(llama):
         with torch.no_grad():
             w.copy_(saved)
     assert rep.token_agreement < 1.0 and rep.nll_change > 0 and rep.changed
-    from anyedit.metrics import rouge
+    from anyedit.eval.metrics import rouge
 
     old = [tok.decode(a, skip_special_tokens=True) for a in probe.answers]
     new = [tok.decode(a, skip_special_tokens=True) for a in after]
@@ -42,13 +42,13 @@ def test_a_damaged_model_is_reported(llama):
 
 def test_an_unreadable_answers_cache_is_regenerated(llama, tmp_path, caplog):
     from anyedit.config import PreserveConfig, PromptConfig
-    from anyedit.preserve import chat_source
+    from anyedit.stats.preserve import chat_source
 
     model, tok = llama
     cfg = PreserveConfig(n_prompts=3, answer_tokens=4)
     rows = list(chat_source(model, tok, cfg, PromptConfig(), tmp_path).rows())
     (path,) = (tmp_path / "preserve").iterdir()
     path.write_text('[[1, 2], [3')  # a write cut short by an older version
-    with caplog.at_level("WARNING", logger="anyedit.preserve"):
+    with caplog.at_level("WARNING", logger="anyedit.stats.preserve"):
         assert list(chat_source(model, tok, cfg, PromptConfig(), tmp_path).rows()) == rows
     assert "unreadable" in caplog.text and len(json.loads(path.read_text())) == 3

@@ -7,11 +7,11 @@ import torch
 
 import anyedit
 from anyedit import EditConfig, EditRequest
-from anyedit.arch import get_spec
-from anyedit.backends._linalg import trace
-from anyedit.deltas import Delta
 from anyedit.errors import EditApplyError, FingerprintMismatchError
-from anyedit.stats import CovarianceCache
+from anyedit.model.arch import get_spec
+from anyedit.model.trace import trace
+from anyedit.model.weights import Delta
+from anyedit.stats.covariance import CovarianceCache
 
 from .tiny import tiny_model
 
@@ -43,9 +43,9 @@ def test_update_matches_the_closed_form(tiny, corpus_file, tmp_path):
     (name, delta), = res.deltas.items()
     assert name == spec.mlp_out_weight_name(2)
     # direct transcription
-    from anyedit.chunking import make_chunks
-    from anyedit.prompts import prepare_request
-    from anyedit.values import search_values
+    from anyedit.editing.chunking import make_chunks
+    from anyedit.editing.values import search_values
+    from anyedit.model.prompts import prepare_request
 
     prep = prepare_request(tok, REQ, cfg.prompt)
     chunks = make_chunks(prep, cfg.chunking)
@@ -73,7 +73,7 @@ def test_edit_realises_targets_and_revert_is_bitwise(tiny, corpus_file, tmp_path
     assert set(res.deltas) == {get_spec(model).mlp_out_weight_name(i) for i in (1, 2)}
     assert res.diagnostics["realised_fraction"] > 0.95
     spec = get_spec(model)
-    from anyedit.prompts import prepare_request
+    from anyedit.model.prompts import prepare_request
 
     prep = prepare_request(tok, REQ, cfg.prompt)
     before = trace(model, spec, [prep.ids], 2, 2)[0]
@@ -93,7 +93,7 @@ def test_edit_realises_targets_and_revert_is_bitwise(tiny, corpus_file, tmp_path
 def test_weight_edit_reproduces_what_the_vectors_achieved(tiny, corpus_file, tmp_path):
     """Reference §5.9 oracle: after the edit each chunk's teacher-forced NLL is the value search's final NLL."""
     model, tok = tiny
-    from anyedit.prompts import prepare_request
+    from anyedit.model.prompts import prepare_request
 
     cfg = _config(corpus_file, **{"backend.mom2_weight": 1e-3, "value.max_steps": 30})
     prep = prepare_request(tok, REQ, cfg.prompt)
@@ -141,18 +141,40 @@ def test_non_finite_delta_is_refused_before_any_weight_changes(llama, corpus_fil
 
 
 def test_several_requests_in_one_call(llama, corpus_file, tmp_path):
+    """Two requests edited together: each gets the chunks of its own answer and the same vectors as when edited
+    alone, one update writes them all, and after it each request's chunks are generated as its value search left
+    them (teacher-forced NLL of every chunk as at the end of its search)."""
+    from anyedit.editing.values import ValueCache
+    from anyedit.model.prompts import prepare_request
+
     model, tok = llama
     reqs = [REQ, EditRequest("Write a poem about rain.", "Rain on the roof, a stitch in time saves nine.")]
-    res = anyedit.compute_edits(model, tok, reqs, _config(corpus_file, **{"value.max_steps": 5}),
-                                stats_cache=CovarianceCache(tmp_path), show_progress=False)
+    cfg = _config(corpus_file, **{"backend.mom2_weight": 1e-3, "value.max_steps": 30})
+    cache, stats = ValueCache(), CovarianceCache(tmp_path)
+    res = anyedit.compute_edits(model, tok, reqs, cfg, stats_cache=stats, show_progress=False, value_cache=cache)
     n_chunks = sum(len(r) for r in res.reports)
-    assert len(res.reports) == 2
-    assert all(d.rank == n_chunks for d in res.deltas.values())
+    assert len(res.reports) == 2 and all(d.rank == n_chunks for d in res.deltas.values())
+    preps = [prepare_request(tok, r, cfg.prompt) for r in reqs]
+    for prep, reports in zip(preps, res.reports):
+        assert reports[0]["start"] == 0 and reports[-1]["end"] == len(prep.target_ids)  # its own answer's chunks
+        alone = anyedit.compute_edits(model, tok, prep.request, cfg, stats_cache=stats, show_progress=False,
+                                      value_cache=cache)
+        assert alone.reports[0] == reports
+    assert cache.hits == 2  # each request alone found the batch's own vectors for it
+    with res.applied(model), torch.no_grad():
+        for prep, reports in zip(preps, res.reports):
+            ids = torch.tensor([prep.ids])
+            logp = torch.log_softmax(model(input_ids=ids).logits[0], -1)
+            for r in reports:
+                pos = torch.arange(prep.prompt_len + r["start"] - 1, prep.prompt_len + r["end"] - 1)
+                nll = float(-logp[pos, ids[0, pos + 1]].mean())
+                assert nll == pytest.approx(r["nll_after"], abs=0.05)
+                assert nll < r["nll_before"] - 0.05
 
 
 def test_key_editability_is_the_mahalanobis_norm_and_snap_moves_the_anchors(tiny, corpus_file, tmp_path):
-    from anyedit.editing import key_editability
-    from anyedit.prompts import prepare_request
+    from anyedit.editing.keys import key_editability
+    from anyedit.model.prompts import prepare_request
 
     model, tok = tiny
     spec = get_spec(model)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from anyedit import metrics
+from anyedit.eval import metrics
 
 
 def test_word_bleu_by_hand():

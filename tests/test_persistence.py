@@ -8,7 +8,7 @@ import torch
 import anyedit
 from anyedit import EditConfig, EditRequest, load_edits
 from anyedit.errors import EditFormatError, FingerprintMismatchError
-from anyedit.stats import CovarianceCache
+from anyedit.stats.covariance import CovarianceCache
 
 from .tiny import tiny_model, tiny_tokenizer
 
@@ -125,9 +125,10 @@ def test_replacing_leaves_the_target_whole(tmp_path):
         a.write_text("first")
         b.write_text("second")
     assert p.read_text() == "first" and [x.name for x in tmp_path.iterdir()] == [p.name]
-    from anyedit._io import umask
-
-    assert p.stat().st_mode & 0o777 == 0o666 & ~umask()  # the usual mode, not mkstemp's private 0600
+    plain = tmp_path / "plain"
+    plain.write_text("x")  # a file written the ordinary way gets the process's usual mode
+    assert p.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777  # not mkstemp's private 0600
+    plain.unlink()
     with pytest.raises(RuntimeError), replacing(p) as c:
         c.write_text("half")
         raise RuntimeError("killed while writing")
@@ -136,22 +137,22 @@ def test_replacing_leaves_the_target_whole(tmp_path):
 
 def test_statistics_of_an_edited_model_are_not_cached_under_the_base_model(saved, corpus_file, tmp_path, caplog,
                                                                              monkeypatch):
-    from anyedit.arch import get_spec
     from anyedit.config import StatsConfig
-    from anyedit.deltas import edits_applied
+    from anyedit.model.arch import get_spec
+    from anyedit.model.weights import edits_applied
 
     model, res, _ = saved
     cfg = StatsConfig(corpus=str(corpus_file), n_tokens=300, max_len=32)
     cache = CovarianceCache(tmp_path / "cold", False)
     tok = __import__("tests.tiny", fromlist=["tiny_tokenizer"]).tiny_tokenizer()
-    import anyedit.stats as stats_mod
+    import anyedit.stats.covariance as stats_mod
 
     passes = []
     real_pass = stats_mod.compute_second_moments
     monkeypatch.setattr(stats_mod, "compute_second_moments", lambda *a, **k: passes.append(1) or real_pass(*a, **k))
     with res.applied(model):
         assert edits_applied(model) == 1
-        with caplog.at_level("WARNING", logger="anyedit.stats"):
+        with caplog.at_level("WARNING", logger="anyedit.stats.covariance"):
             edited = cache.get(model, tok, get_spec(model), [2], cfg)[2]  # keys after the edited layer 1
         assert "1 edit(s) applied" in caplog.text
         assert not list((tmp_path / "cold").rglob("*.safetensors"))  # nothing stored under the base identity
@@ -164,7 +165,7 @@ def test_statistics_of_an_edited_model_are_not_cached_under_the_base_model(saved
 def _failing_edit_leaves_the_model_as_it_was(model, res, cache_dir, message):
     """Under the caller's applied edit ``res``, a 3-round compute_edits that raises ``message`` leaves the weights
     and the edit count (1: the caller's) as they were; afterwards the count is back to 0."""
-    from anyedit.deltas import edits_applied
+    from anyedit.model.weights import edits_applied
 
     cfg = res.config.with_overrides({"rounds": 3, "value.stop_loss": 0.0})
     with res.applied(model):
@@ -180,7 +181,7 @@ def _failing_edit_leaves_the_model_as_it_was(model, res, cache_dir, message):
 def test_a_failed_refinement_round_leaves_the_edit_count_right(saved, corpus_file, tmp_path, monkeypatch):
     """compute_edits restores its own deltas when a later round fails; the caller's applied edit stays counted
     (a restore counted twice would let an edited model's statistics be cached as the base model's)."""
-    import anyedit.editing as editing
+    import anyedit.editing.compute as editing
 
     model, res, _ = saved
     calls = []
@@ -199,8 +200,8 @@ def test_a_failed_refinement_round_leaves_the_edit_count_right(saved, corpus_fil
 
 def test_a_round_failing_after_its_apply_puts_the_weights_back(saved, corpus_file, tmp_path, monkeypatch):
     """Round 2 applies round 1's deltas, then its value search fails: compute_edits takes them off again."""
-    import anyedit.editing as editing
-    from anyedit.deltas import edits_applied
+    import anyedit.editing.compute as editing
+    from anyedit.model.weights import edits_applied
 
     model, res, _ = saved
     real_apply, real_search = editing.apply_deltas, editing.search_values

@@ -7,14 +7,14 @@ import torch
 
 import anyedit
 from anyedit import EditConfig, EditRequest
-from anyedit.arch import get_spec
-from anyedit.chunking import make_chunks
 from anyedit.config import ChunkingConfig, PhrasingConfig, PromptConfig, ValueConfig
+from anyedit.editing.chunking import make_chunks
+from anyedit.editing.phrasings import expand_requests
+from anyedit.editing.values import search_values
 from anyedit.errors import ConfigError, RequestError
-from anyedit.phrasings import expand_requests
-from anyedit.prompts import prepare_request
-from anyedit.stats import CovarianceCache
-from anyedit.values import search_values
+from anyedit.model.arch import get_spec
+from anyedit.model.prompts import prepare_request
+from anyedit.stats.covariance import CovarianceCache
 
 ANSWER = "def add(a, b):\n    return a + b\nThe capital of France is Paris. A stitch in time saves nine."
 
@@ -39,12 +39,12 @@ def test_warm_start_continues_from_the_given_vectors(llama):
     cfg = ValueConfig(max_steps=15, stop_loss=0.0, lr=0.5)
     first = search_values(model, spec, prep.ids, prep.prompt_len, chunks, 1, cfg)
     again = search_values(model, spec, prep.ids, prep.prompt_len, chunks, 1,
-                          ValueConfig(max_steps=0, stop_loss=0.0, lr=0.5), init=first.chunk_deltas())
+                          ValueConfig(max_steps=0, stop_loss=0.0, lr=0.5), init=first.chunk_shifts())
     assert [r.steps for r in again.reports] == [0] * len(chunks)
     for a, b in zip(first.reports, again.reports):
         assert b.nll_before == pytest.approx(a.nll_after, rel=1e-4, abs=1e-5)
         assert b.nll_before < a.nll_before
-    assert torch.allclose(again.deltas, first.deltas)
+    assert torch.allclose(again.shifts, first.shifts)
 
 
 def test_generated_variants_are_seeded_and_leave_the_global_rng_alone(llama):
@@ -93,7 +93,7 @@ def test_phrasings_are_edited_with_the_request(method, llama, corpus_file, tmp_p
 
 
 def test_model_rewordings_are_filtered_deduplicated_and_edited_with_the_request(llama, monkeypatch):
-    import anyedit.phrasings as phr
+    import anyedit.editing.phrasings as phr
 
     model, tok = llama
     question = "Where was the quick brown fox born?"
@@ -123,7 +123,7 @@ def test_model_rewordings_are_filtered_deduplicated_and_edited_with_the_request(
 
 
 def test_a_rewording_must_keep_the_names():
-    from anyedit.phrasings import _keeps_meaning
+    from anyedit.editing.phrasings import _keeps_meaning
 
     assert _keeps_meaning("Where was Alice Smith born?", "In which town was Alice Smith born?")
     assert not _keeps_meaning("Where was Alice Smith born?", "Where was she born?")

@@ -4,7 +4,7 @@ import pytest
 
 from anyedit.config import PromptConfig
 from anyedit.errors import ConfigError, RequestError, TokenizationError
-from anyedit.prompts import end_token_id, prepare_request
+from anyedit.model.prompts import end_token_id, prepare_request
 from anyedit.types import EditRequest
 
 from .tiny import tiny_tokenizer

@@ -18,9 +18,9 @@ import pytest
 import torch
 
 import anyedit
-from anyedit.generation import generate
-from anyedit.locality import LocalityProbe
-from anyedit.prompts import prepare_request
+from anyedit.eval.locality import LocalityProbe
+from anyedit.model.generation import generate
+from anyedit.model.prompts import prepare_request
 
 pytestmark = pytest.mark.real
 rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")

@@ -3,11 +3,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from anyedit import stats as stats_mod
-from anyedit.arch import get_spec
 from anyedit.config import StatsConfig
 from anyedit.errors import CorpusError
-from anyedit.stats import CovarianceCache, compute_second_moments, corpus_source
+from anyedit.model.arch import get_spec
+from anyedit.stats import covariance as stats_mod
+from anyedit.stats.covariance import CovarianceCache, compute_second_moments, corpus_source
 
 
 def test_one_pass_equals_direct_computation(llama, corpus_file):
@@ -83,15 +83,15 @@ def test_short_sources_warn_only_where_tokens_were_requested(llama, caplog):
     """Fewer tokens than requested (a short text corpus) is worth a warning; fewer than a bound is not
     (conversations whose answers end before ``answer_tokens``: the count is only the progress bar's total)."""
     from anyedit.config import PreserveConfig, PromptConfig
-    from anyedit.preserve import chat_source
-    from anyedit.stats import RowSource
+    from anyedit.stats.covariance import RowSource
+    from anyedit.stats.preserve import chat_source
 
     model, tok = llama
     spec = get_spec(model)
     chat = chat_source(model, tok, PreserveConfig(n_prompts=3, answer_tokens=20), PromptConfig(), None)
     assert chat.n_tokens_is_bound and sum(len(r) for r in chat.rows()) <= chat.n_tokens
     rows = [[5, 6, 7, 8]] * 3
-    with caplog.at_level("WARNING", logger="anyedit.stats"):
+    with caplog.at_level("WARNING", logger="anyedit.stats.covariance"):
         compute_second_moments(model, spec, [1], RowSource({"a": 1}, lambda: rows, 100, n_tokens_is_bound=True),
                                show_progress=False)
         assert "requested tokens" not in caplog.text
@@ -99,9 +99,9 @@ def test_short_sources_warn_only_where_tokens_were_requested(llama, caplog):
     assert "got only 12 of the 100 requested tokens" in caplog.text
 
 def test_model_samples_are_reproducible_and_leave_the_global_rng_alone(llama):
-    from anyedit.corpus import iter_texts
-
     import copy
+
+    from anyedit.stats.corpus import iter_texts
 
     model, tok = llama
     state = torch.get_rng_state()
@@ -121,7 +121,7 @@ def test_model_samples_are_reproducible_and_leave_the_global_rng_alone(llama):
 @pytest.mark.parametrize("field", ["stats.corpus", "preserve.prompts"])
 def test_a_missing_corpus_or_prompts_file_fails_before_the_value_search(llama, tmp_path, monkeypatch, field):
     import anyedit
-    import anyedit.editing as editing
+    import anyedit.editing.compute as editing
     from anyedit import EditConfig, EditRequest
 
     def no_search(*a, **k):

@@ -7,11 +7,11 @@ import torch
 
 import anyedit
 from anyedit import EditConfig, EditRequest
-from anyedit.arch import get_spec
-from anyedit.backends._linalg import trace
 from anyedit.errors import ConfigError
-from anyedit.prompts import prepare_request
-from anyedit.stats import CovarianceCache
+from anyedit.model.arch import get_spec
+from anyedit.model.prompts import prepare_request
+from anyedit.model.trace import trace
+from anyedit.stats.covariance import CovarianceCache
 
 REQ = EditRequest("What is the answer?", "def add(a, b):\n    return a + b\nThe capital of France is Paris.")
 

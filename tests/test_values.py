@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from anyedit.arch import get_spec
-from anyedit.chunking import make_chunks
 from anyedit.config import ChunkingConfig, PromptConfig, ValueConfig
-from anyedit.hooks import add_to_output, replayed_layers
-from anyedit.prompts import prepare_request
+from anyedit.editing.chunking import make_chunks
+from anyedit.editing.values import _cached_step, _full_step, search_values
+from anyedit.model.arch import get_spec
+from anyedit.model.hooks import add_to_output, replayed_layers
+from anyedit.model.prompts import prepare_request
 from anyedit.types import EditRequest
-from anyedit.values import _cached_step, _full_step, search_values
 
 ANSWER = "def add(a, b):\n    return a + b\nThe capital of France is Paris. A stitch in time saves nine."
 
@@ -57,7 +57,7 @@ def test_cached_and_full_search_give_the_same_vectors(tiny, first_anchor, dtype)
     for cached in (True, False):
         cfg = ValueConfig(cache_prefix=cached, max_steps=10, lr=0.05, stop_loss=0.0)
         results[cached] = search_values(model, spec, prep.ids, prep.prompt_len, chunks, 2, cfg)
-    a, b = results[True].deltas, results[False].deltas
+    a, b = results[True].shifts, results[False].shifts
     row = 0
     for c in chunks:  # relative difference of each chunk's vector(s)
         n = len(c.anchors)
@@ -79,7 +79,7 @@ def test_search_lowers_every_chunk_loss_and_respects_clamp(llama):
         assert r.nll_after < r.nll_before
         assert r.delta_norm <= 4.0 * r.h_norm * (1 + 1e-5)
     assert vt.positions == [a for c in chunks for a in c.anchors]
-    torch.testing.assert_close(vt.targets, vt.h_init + vt.deltas)
+    torch.testing.assert_close(vt.targets, vt.h_init + vt.shifts)
 
 
 @pytest.mark.parametrize("first_anchor", ["prompt_end", "question"])
@@ -90,7 +90,7 @@ def test_all_vectors_at_once_reproduce_each_chunk_loss(llama, first_anchor):
     vt = search_values(model, spec, prep.ids, prep.prompt_len, chunks, 2, ValueConfig(max_steps=15, stop_loss=0.0))
     seq = torch.tensor([prep.ids])
     with torch.no_grad(), add_to_output(model.get_submodule(spec.layer_path(2)), [0] * len(vt.positions),
-                                        vt.positions, vt.deltas):
+                                        vt.positions, vt.shifts):
         logp = torch.log_softmax(model(input_ids=seq).logits[0].float(), -1)
     for c, r in zip(chunks, vt.reports):
         pos = torch.arange(prep.prompt_len + c.start - 1, prep.prompt_len + c.end - 1)

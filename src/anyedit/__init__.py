@@ -1,30 +1,71 @@
-"""anyedit: edit long-form knowledge in open-weight language models (AnyEdit, ICML 2025)."""
+"""anyedit: edit long-form knowledge in open-weight language models (AnyEdit, ICML 2025).
+
+The public API is what this module exports; the subpackages hold the parts by role: ``model`` (architecture
+specs, hooks, prompts, generation, loading, weight deltas), ``stats`` (corpora, covariance statistics,
+preservation set), ``backends`` (the update methods), ``editing`` (chunking, value search, compute_edits, results,
+presets), ``eval`` (datasets, metrics, locality, runner, reports) and ``cli``.
+"""
 
 from __future__ import annotations
 
 import logging
 
-__version__ = "0.1.0"
-
-from . import backends  # noqa: E402,F401  (registers the built-in methods)
-from .arch import ArchSpec, get_spec, register_arch  # noqa: E402
-from .backends import register_backend  # noqa: E402
-from .config import ChunkingConfig, EditConfig, PromptConfig, StatsConfig, ValueConfig  # noqa: E402
-from .editing import compute_edits, edit, prepare_statistics  # noqa: E402
-from .errors import AnyEditError  # noqa: E402
-from .models import load_model  # noqa: E402
-from .presets import preset_config  # noqa: E402
-from .result import EditResult, load_edits  # noqa: E402
-from .stats import CovarianceCache  # noqa: E402
-from .generation import generate  # noqa: E402
-from .history import EditHistory  # noqa: E402
-from .types import EditRequest  # noqa: E402
+from . import backends  # noqa: F401  (registers the built-in methods)
+from ._version import __version__
+from .backends import register_backend
+from .backends.alphaedit import AlphaEditConfig
+from .backends.ft import FtConfig
+from .backends.memit import MemitConfig
+from .backends.rome import RomeConfig
+from .backends.unke import UnkeConfig
+from .config import (
+                     BackendConfig,
+                     ChunkingConfig,
+                     EditConfig,
+                     PhrasingConfig,
+                     PreserveConfig,
+                     PromptConfig,
+                     StatsConfig,
+                     ValueConfig,
+                     known_methods,
+)
+from .editing.compute import compute_edits, edit, prepare_statistics
+from .editing.history import EditHistory
+from .editing.presets import preset_config
+from .editing.result import EditResult, load_edits
+from .editing.values import ValueCache
+from .errors import (
+                     AnyEditError,
+                     ConfigError,
+                     CorpusError,
+                     EditApplyError,
+                     EditFormatError,
+                     FingerprintMismatchError,
+                     ModelLoadError,
+                     RequestError,
+                     StatsError,
+                     TokenizationError,
+                     UnsupportedArchitectureError,
+)
+from .eval.locality import LocalityProbe
+from .model.arch import ArchSpec, get_spec, register_arch
+from .model.generation import generate
+from .model.loading import load_model
+from .stats.covariance import CovarianceCache
+from .types import EditRequest
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
-    "AnyEditError", "ArchSpec", "ChunkingConfig", "CovarianceCache", "EditConfig", "EditRequest", "EditResult",
-    "EditHistory",
-    "PromptConfig", "StatsConfig", "ValueConfig", "__version__", "compute_edits", "edit", "generate", "get_spec",
-    "load_edits", "load_model", "prepare_statistics", "preset_config", "register_arch", "register_backend",
+    # editing
+    "EditRequest", "compute_edits", "edit", "prepare_statistics", "EditResult", "load_edits", "EditHistory",
+    "ValueCache", "CovarianceCache", "LocalityProbe", "generate", "load_model",
+    # configuration
+    "EditConfig", "ChunkingConfig", "ValueConfig", "StatsConfig", "PromptConfig", "PreserveConfig", "PhrasingConfig",
+    "BackendConfig", "MemitConfig", "AlphaEditConfig", "UnkeConfig", "RomeConfig", "FtConfig", "preset_config",
+    "known_methods", "register_backend", "ArchSpec", "get_spec", "register_arch",
+    # errors
+    "AnyEditError", "ConfigError", "RequestError", "TokenizationError", "UnsupportedArchitectureError", "StatsError",
+    "CorpusError", "EditApplyError", "FingerprintMismatchError", "EditFormatError", "ModelLoadError",
+    "__version__",
 ]

@@ -5,7 +5,7 @@ Every config is a frozen dataclass validated in ``__post_init__``; a bad value r
 round-trip through plain JSON types; unknown keys are dropped with a warning.
 
 Method-specific settings live in a backend config class registered under the method name
-(:func:`register_backend_config`), so :class:`EditConfig` stays one object for every method.
+(:func:`register_method`, the one method registry), so :class:`EditConfig` stays one object for every method.
 """
 
 from __future__ import annotations
@@ -20,25 +20,27 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from .errors import ConfigError
 
-T = TypeVar("T", bound="_Config")
+T = TypeVar("T", bound="Config")
 
 ChunkMode = Literal["window", "sentence", "none"]
 AnchorMode = Literal["prompt_end", "question_end", "question", "subject_last"]
 DTypeName = Literal["float32", "float64", "bfloat16", "float16"]
 
 
-def _fail(cls: type, name: str, value: Any, why: str) -> None:
+def fail(cls: type, name: str, value: Any, why: str) -> None:
+    """Raise the one error of a bad config value: ``ConfigError("Class.field=value: why")``."""
     raise ConfigError(f"{cls.__name__}.{name}={value!r}: {why}")
 
 
-class _Config:
-    """Shared JSON round-trip and validation helpers for config dataclasses."""
+class Config:
+    """Base of every config dataclass: JSON round-trip (``to_dict`` / ``from_dict`` / ``to_json`` /
+    ``from_json``); subclasses validate their fields in ``__post_init__`` with the ``check_*`` helpers."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             v = getattr(self, f.name)
-            if isinstance(v, _Config):
+            if isinstance(v, Config):
                 v = v.to_dict()
             elif isinstance(v, tuple):
                 v = list(v)
@@ -76,7 +78,7 @@ def _coerce(hint: Any, value: Any, cls: type, name: str) -> Any:
     """Turn JSON values into the declared field type (nested configs, tuples)."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    if isinstance(hint, type) and issubclass(hint, _Config):
+    if isinstance(hint, type) and issubclass(hint, Config):
         return hint.from_dict(value)
     if origin is typing.Union or origin is getattr(__import__("types"), "UnionType", None):
         if value is None:
@@ -87,30 +89,39 @@ def _coerce(hint: Any, value: Any, cls: type, name: str) -> Any:
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            _fail(cls, name, value, "expected a list")
+            fail(cls, name, value, "expected a list")
         return tuple(value)
     return value
 
 
-def _check_pos_int(cls: type, name: str, v: Any, minimum: int = 1) -> None:
+def check_int(cls: type, name: str, v: Any, minimum: int = 1) -> None:
+    """An integer (not a bool) >= ``minimum``."""
     if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
-        _fail(cls, name, v, f"must be an integer >= {minimum}")
+        fail(cls, name, v, f"must be an integer >= {minimum}")
 
 
-def _check_pos_float(cls: type, name: str, v: Any, allow_zero: bool = False) -> None:
+def check_number(cls: type, name: str, v: Any, allow_zero: bool = False) -> None:
+    """A finite number > 0 (>= 0 with ``allow_zero``)."""
     if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-        _fail(cls, name, v, "must be a finite number")
+        fail(cls, name, v, "must be a finite number")
     if v < 0 or (v == 0 and not allow_zero):
-        _fail(cls, name, v, "must be >= 0" if allow_zero else "must be > 0")
+        fail(cls, name, v, "must be >= 0" if allow_zero else "must be > 0")
 
 
-def _check_choice(cls: type, name: str, v: Any, choices: tuple[str, ...]) -> None:
+def check_choice(cls: type, name: str, v: Any, choices: tuple[str, ...]) -> None:
+    """One of ``choices``."""
     if v not in choices:
-        _fail(cls, name, v, f"must be one of {', '.join(choices)}")
+        fail(cls, name, v, f"must be one of {', '.join(choices)}")
+
+
+def check_bool(cls: type, name: str, v: Any) -> None:
+    """``True`` or ``False``."""
+    if not isinstance(v, bool):
+        fail(cls, name, v, "must be true or false")
 
 
 @dataclass(frozen=True)
-class PromptConfig(_Config):
+class PromptConfig(Config):
     """How a question becomes model input.
 
     ``chat_template=None`` uses the tokenizer's chat template when it has one (instruct models) and raw
@@ -123,13 +134,13 @@ class PromptConfig(_Config):
 
     def __post_init__(self) -> None:
         if self.chat_template not in (None, True, False):
-            _fail(type(self), "chat_template", self.chat_template, "must be true, false or null")
+            fail(type(self), "chat_template", self.chat_template, "must be true, false or null")
         if self.system_prompt is not None and not isinstance(self.system_prompt, str):
-            _fail(type(self), "system_prompt", self.system_prompt, "must be a string or null")
+            fail(type(self), "system_prompt", self.system_prompt, "must be a string or null")
 
 
 @dataclass(frozen=True)
-class ChunkingConfig(_Config):
+class ChunkingConfig(Config):
     """Paper Step 1: how the answer is split into chunks, and where each chunk's vector sits.
 
     * ``mode="window"``: sliding window of ``window`` tokens with ``overlap`` tokens of overlap.
@@ -159,21 +170,21 @@ class ChunkingConfig(_Config):
 
     def __post_init__(self) -> None:
         c = type(self)
-        _check_choice(c, "mode", self.mode, ("window", "sentence", "none"))
-        _check_pos_int(c, "window", self.window)
-        _check_pos_int(c, "overlap", self.overlap, minimum=0)
+        check_choice(c, "mode", self.mode, ("window", "sentence", "none"))
+        check_int(c, "window", self.window)
+        check_int(c, "overlap", self.overlap, minimum=0)
         if self.overlap >= self.window:
-            _fail(c, "overlap", self.overlap, f"must be smaller than window ({self.window})")
-        _check_choice(c, "first_anchor", self.first_anchor, ("prompt_end", "question_end", "question", "subject_last"))
-        _check_pos_int(c, "snap", self.snap, minimum=0)
+            fail(c, "overlap", self.overlap, f"must be smaller than window ({self.window})")
+        check_choice(c, "first_anchor", self.first_anchor, ("prompt_end", "question_end", "question", "subject_last"))
+        check_int(c, "snap", self.snap, minimum=0)
         if self.snap and self.overlap:
-            _fail(c, "snap", self.snap, f"needs overlap=0 (got overlap={self.overlap})")
+            fail(c, "snap", self.snap, f"needs overlap=0 (got overlap={self.overlap})")
         if self.snap and 2 * self.snap >= self.window:
-            _fail(c, "snap", self.snap, f"must be smaller than half the window ({self.window})")
+            fail(c, "snap", self.snap, f"must be smaller than half the window ({self.window})")
 
 
 @dataclass(frozen=True)
-class ValueConfig(_Config):
+class ValueConfig(Config):
     """Paper Step 3 (Eq. 9): optimisation of each chunk's residual-stream vector.
 
     Defaults are the reference code's. The vector is added to the output of decoder layer
@@ -198,20 +209,19 @@ class ValueConfig(_Config):
     def __post_init__(self) -> None:
         c = type(self)
         if self.layer is not None:
-            _check_pos_int(c, "layer", self.layer, minimum=0)
-        _check_pos_float(c, "lr", self.lr)
-        _check_pos_int(c, "max_steps", self.max_steps, minimum=0)
-        _check_pos_float(c, "weight_decay", self.weight_decay, allow_zero=True)
-        _check_pos_float(c, "clamp_norm", self.clamp_norm)
-        _check_pos_float(c, "stop_loss", self.stop_loss, allow_zero=True)
+            check_int(c, "layer", self.layer, minimum=0)
+        check_number(c, "lr", self.lr)
+        check_int(c, "max_steps", self.max_steps, minimum=0)
+        check_number(c, "weight_decay", self.weight_decay, allow_zero=True)
+        check_number(c, "clamp_norm", self.clamp_norm)
+        check_number(c, "stop_loss", self.stop_loss, allow_zero=True)
         if self.stop_token_nll is not None:
-            _check_pos_float(c, "stop_token_nll", self.stop_token_nll)
-        if not isinstance(self.cache_prefix, bool):
-            _fail(c, "cache_prefix", self.cache_prefix, "must be true or false")
+            check_number(c, "stop_token_nll", self.stop_token_nll)
+        check_bool(c, "cache_prefix", self.cache_prefix)
 
 
 @dataclass(frozen=True)
-class StatsConfig(_Config):
+class StatsConfig(Config):
     """Second-moment statistics C = E[k k^T] of the MLP keys, per edited layer.
 
     ``corpus``: ``"wikipedia-offline"`` (the English Wikipedia sample shipped in gensim's test data,
@@ -228,15 +238,15 @@ class StatsConfig(_Config):
     def __post_init__(self) -> None:
         c = type(self)
         if not isinstance(self.corpus, str) or not self.corpus.strip():
-            _fail(c, "corpus", self.corpus, "must be a non-empty string")
-        _check_pos_int(c, "n_tokens", self.n_tokens)
-        _check_pos_int(c, "max_len", self.max_len, minimum=2)
-        _check_pos_int(c, "batch_size", self.batch_size)
-        _check_choice(c, "dtype", self.dtype, ("float32", "float64", "bfloat16", "float16"))
+            fail(c, "corpus", self.corpus, "must be a non-empty string")
+        check_int(c, "n_tokens", self.n_tokens)
+        check_int(c, "max_len", self.max_len, minimum=2)
+        check_int(c, "batch_size", self.batch_size)
+        check_choice(c, "dtype", self.dtype, ("float32", "float64", "bfloat16", "float16"))
 
 
 @dataclass(frozen=True)
-class PreserveConfig(_Config):
+class PreserveConfig(Config):
     """The generic chat conversations an edit is told to keep (see preserve.py).
 
     ``n_prompts`` conversations: each prompt from ``prompts`` (``"builtin"`` or a file of questions) in
@@ -251,13 +261,13 @@ class PreserveConfig(_Config):
     def __post_init__(self) -> None:
         c = type(self)
         if not isinstance(self.prompts, str) or not self.prompts:
-            _fail(c, "prompts", self.prompts, "must be 'builtin' or a file path")
-        _check_pos_int(c, "n_prompts", self.n_prompts)
-        _check_pos_int(c, "answer_tokens", self.answer_tokens)
+            fail(c, "prompts", self.prompts, "must be 'builtin' or a file path")
+        check_int(c, "n_prompts", self.n_prompts)
+        check_int(c, "answer_tokens", self.answer_tokens)
 
 
 @dataclass(frozen=True)
-class PhrasingConfig(_Config):
+class PhrasingConfig(Config):
     """Other wordings of each question, edited together with it (for paraphrase generalisation).
 
     Besides a request's own ``phrasings`` (written by the user), ``generate`` rewordings are asked of the
@@ -277,20 +287,19 @@ class PhrasingConfig(_Config):
 
     def __post_init__(self) -> None:
         c = type(self)
-        _check_pos_int(c, "generate", self.generate, minimum=0)
-        _check_pos_int(c, "prefixes", self.prefixes, minimum=0)
-        _check_pos_int(c, "prefix_tokens", self.prefix_tokens)
-        _check_pos_float(c, "temperature", self.temperature)
-        _check_pos_int(c, "seed", self.seed, minimum=0)
-        if not isinstance(self.warm_start, bool):
-            _fail(c, "warm_start", self.warm_start, "must be true or false")
+        check_int(c, "generate", self.generate, minimum=0)
+        check_int(c, "prefixes", self.prefixes, minimum=0)
+        check_int(c, "prefix_tokens", self.prefix_tokens)
+        check_number(c, "temperature", self.temperature)
+        check_int(c, "seed", self.seed, minimum=0)
+        check_bool(c, "warm_start", self.warm_start)
 
 
 # ---------------------------------------------------------------- backend configs
 
 
 @dataclass(frozen=True)
-class BackendConfig(_Config):
+class BackendConfig(Config):
     """Base class of method-specific settings. ``single_layer`` methods edit exactly one layer;
     ``uses_values = False`` methods (FT) train on the answer directly, with no value search or chunking;
     ``value_at_edited_layer`` methods (UnKE) need the value layer to be the edited layer."""
@@ -301,51 +310,114 @@ class BackendConfig(_Config):
     value_at_edited_layer: ClassVar[bool] = False
 
 
-def check_value_layer(method: str, layers: tuple[int, ...], z: int) -> None:
-    """The value layer ``z`` must be one the edited ``layers`` can move: at or above the last of them (and equal
-    to the edited layer for UnKE). Raises ConfigError naming the fields."""
-    cls = backend_config_class(method)
-    if not cls.uses_values:
-        return
-    if cls.value_at_edited_layer and (len(layers) != 1 or z != layers[0]):
-        raise ConfigError(f"ValueConfig.layer={z}: method {method!r} trains one layer towards the values at that "
-                          f"layer; set value.layer to the edited layer (layers={list(layers)}) or leave it unset")
-    if z < max(layers):
-        raise ConfigError(f"ValueConfig.layer={z} is below the edited layer {max(layers)}: the update at "
-                          f"layers={list(layers)} cannot move the hidden state at layer {z}; use a value layer "
-                          f">= {max(layers)} or leave it unset (the last edited layer)")
+@dataclass(frozen=True)
+class ClosedFormConfig(BackendConfig):
+    """Settings shared by the closed-form updates (MEMIT, AlphaEdit, ROME): the dtype of the linear solve."""
+
+    solve_dtype: Literal["float32", "float64"] = "float64"
+
+    def __post_init__(self) -> None:
+        check_choice(type(self), "solve_dtype", self.solve_dtype, ("float32", "float64"))
 
 
-_BACKEND_CONFIGS: dict[str, type[BackendConfig]] = {}
+@dataclass(frozen=True)
+class MultiLayerConfig(ClosedFormConfig):
+    """Settings shared by MEMIT and AlphaEdit, which spread the change over several layers.
+
+    ``kp_weight`` weights the same-text term (the other keys of the edit texts are kept: AnyEdit's K_p, 0 = off);
+    ``preserve_weight`` > 0 also keeps the keys of generic chat conversations (``EditConfig.preserve``).
+    ``spread``: MEMIT's ``"even"`` split asks layer i (of n) for ``1/(n - i)`` of the remaining change;
+    ``"greedy"`` asks every layer for all of it (later layers then correct what earlier ones could not realise).
+    """
+
+    kp_weight: float = 1.0
+    preserve_weight: float = 0.0
+    spread: Literal["even", "greedy"] = "even"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        c = type(self)
+        check_number(c, "kp_weight", self.kp_weight, allow_zero=True)
+        check_number(c, "preserve_weight", self.preserve_weight, allow_zero=True)
+        check_choice(c, "spread", self.spread, ("even", "greedy"))
 
 
-def register_backend_config(name: str, cls: type[BackendConfig]) -> None:
-    """Register the config class of a method. Registering a name twice is an error."""
-    if name in _BACKEND_CONFIGS:
-        raise ConfigError(f"a backend config named {name!r} is already registered")
-    if not (isinstance(cls, type) and issubclass(cls, BackendConfig)):
-        raise ConfigError(f"backend config for {name!r} must subclass BackendConfig")
-    _BACKEND_CONFIGS[name] = cls
+# ---------------------------------------------------------------- the method registry
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered editing method: its update backend class and its config class."""
+
+    name: str
+    backend: type
+    config: type[BackendConfig]
+
+
+_METHODS: dict[str, Method] = {}
+
+
+def register_method(name: str, backend_cls: type, config_cls: type[BackendConfig]) -> None:
+    """Register a method under ``name`` (unique) with its backend and config classes."""
+    if name in _METHODS:
+        raise ConfigError(f"a method named {name!r} is already registered")
+    if not (isinstance(config_cls, type) and issubclass(config_cls, BackendConfig)):
+        raise ConfigError(f"the config class of method {name!r} must subclass BackendConfig")
+    _METHODS[name] = Method(name, backend_cls, config_cls)
+
+
+def get_method(name: str) -> Method:
+    """The registered method ``name``; an unknown name is one ConfigError listing the known ones."""
+    try:
+        return _METHODS[name]
+    except KeyError:
+        raise ConfigError(f"unknown method {name!r}; known methods: {', '.join(known_methods())}") from None
 
 
 def backend_config_class(name: str) -> type[BackendConfig]:
-    try:
-        return _BACKEND_CONFIGS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown method {name!r}; known methods: {', '.join(sorted(_BACKEND_CONFIGS))}"
-        ) from None
+    return get_method(name).config
 
 
 def known_methods() -> list[str]:
-    return sorted(_BACKEND_CONFIGS)
+    return sorted(_METHODS)
+
+
+def check_layers(method: str, layers: Any, value_layer: int | None = None, n_layers: int | None = None) -> None:
+    """The one check of edited layers and the value layer (raises ConfigError naming the field):
+
+    ``layers`` a non-empty, strictly increasing list of layer indices (exactly one for single-layer methods),
+    each below ``n_layers`` when the model's depth is known; the value layer ``value_layer`` (when given) one
+    the edited layers can move: at or above the last of them, and equal to the edited layer for methods that
+    train one layer towards the values at that layer (UnKE)."""
+    cls = backend_config_class(method)
+    if not isinstance(layers, (tuple, list)) or not layers:
+        fail(EditConfig, "layers", layers, "must be a non-empty list of layer indices")
+    for v in layers:
+        check_int(EditConfig, "layers", v, minimum=0)
+    if list(layers) != sorted(set(layers)):
+        fail(EditConfig, "layers", layers, "must be strictly increasing")
+    if cls.single_layer and len(layers) != 1:
+        fail(EditConfig, "layers", layers, f"method {method!r} edits exactly one layer")
+    if n_layers is not None and max(layers) >= n_layers:
+        raise ConfigError(f"EditConfig.layers={list(layers)}: the model has {n_layers} layers (0..{n_layers - 1})")
+    if value_layer is None or not cls.uses_values:
+        return
+    if n_layers is not None and value_layer >= n_layers:
+        raise ConfigError(f"ValueConfig.layer={value_layer}: the model has {n_layers} layers (0..{n_layers - 1})")
+    if cls.value_at_edited_layer and (len(layers) != 1 or value_layer != layers[0]):
+        raise ConfigError(f"ValueConfig.layer={value_layer}: method {method!r} trains one layer towards the values at "
+                          f"that layer; set value.layer to the edited layer (layers={list(layers)}) or leave it unset")
+    if value_layer < max(layers):
+        raise ConfigError(f"ValueConfig.layer={value_layer} is below the edited layer {max(layers)}: the update at "
+                          f"layers={list(layers)} cannot move the hidden state at layer {value_layer}; use a value "
+                          f"layer >= {max(layers)} or leave it unset (the last edited layer)")
 
 
 # ---------------------------------------------------------------- the edit config
 
 
 @dataclass(frozen=True)
-class EditConfig(_Config):
+class EditConfig(Config):
     """Everything that determines an edit (besides the model and the requests).
 
     ``layers``: decoder layers whose weights change (None: the architecture's default, scaled to depth).
@@ -373,27 +445,18 @@ class EditConfig(_Config):
         if self.backend is None:
             object.__setattr__(self, "backend", cls())
         elif not isinstance(self.backend, cls):
-            _fail(c, "backend", self.backend, f"method {self.method!r} needs a {cls.__name__}")
-        _check_pos_int(c, "rounds", self.rounds)
-        if self.layers is not None:
-            if isinstance(self.layers, list):
-                object.__setattr__(self, "layers", tuple(self.layers))
-            if not isinstance(self.layers, tuple) or not self.layers:
-                _fail(c, "layers", self.layers, "must be a non-empty list of layer indices")
-            for v in self.layers:
-                _check_pos_int(c, "layers", v, minimum=0)
-            if list(self.layers) != sorted(set(self.layers)):
-                _fail(c, "layers", self.layers, "must be strictly increasing")
-            if cls.single_layer and len(self.layers) != 1:
-                _fail(c, "layers", self.layers, f"method {self.method!r} edits exactly one layer")
-            if self.value.layer is not None and isinstance(self.value, ValueConfig):
-                check_value_layer(self.method, self.layers, self.value.layer)
+            fail(c, "backend", self.backend, f"method {self.method!r} needs a {cls.__name__}")
+        check_int(c, "rounds", self.rounds)
         for name, typ in (("chunking", ChunkingConfig), ("value", ValueConfig), ("stats", StatsConfig),
                           ("prompt", PromptConfig), ("preserve", PreserveConfig), ("phrasings", PhrasingConfig)):
             if not isinstance(getattr(self, name), typ):
-                _fail(c, name, getattr(self, name), f"must be a {typ.__name__}")
+                fail(c, name, getattr(self, name), f"must be a {typ.__name__}")
+        if self.layers is not None:
+            if isinstance(self.layers, list):
+                object.__setattr__(self, "layers", tuple(self.layers))
+            check_layers(self.method, self.layers, self.value.layer)
         if not cls.uses_values and self.chunking.mode != "none":
-            _fail(c, "chunking", self.chunking.mode, f"method {self.method!r} trains on the whole answer and does "
+            fail(c, "chunking", self.chunking.mode, f"method {self.method!r} trains on the whole answer and does "
                   "not use chunking; set chunking.mode='none' (--chunking none)")
 
     @classmethod

@@ -150,18 +150,19 @@ class ChunkReport:
 @dataclass
 class ValueTargets:
     """Optimised vectors of one request at layer ``layer``, one row per anchor position (all chunks,
-    in order): ``targets = h_init + deltas``."""
+    in order): ``targets = h_init + shifts`` (the residual-stream shifts the value search found; the weight
+    changes that write them are :class:`anyedit.model.weights.Delta`)."""
 
     layer: int
     positions: list[int]
     h_init: torch.Tensor  # [m, hidden] float32
-    deltas: torch.Tensor  # [m, hidden] float32
+    shifts: torch.Tensor  # [m, hidden] float32
     reports: list[ChunkReport] = field(default_factory=list)
 
     @property
     def targets(self) -> torch.Tensor:
-        return self.h_init + self.deltas
+        return self.h_init + self.shifts
 
-    def chunk_deltas(self) -> list[torch.Tensor]:
+    def chunk_shifts(self) -> list[torch.Tensor]:
         """The vectors split by chunk (``[n_anchors, hidden]`` each, in chunk order)."""
-        return list(torch.split(self.deltas, [len(r.anchors) for r in self.reports]))
+        return list(torch.split(self.shifts, [len(r.anchors) for r in self.reports]))

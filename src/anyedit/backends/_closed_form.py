@@ -13,8 +13,9 @@ import logging
 
 import torch
 
-from ..deltas import apply_deltas, restore
-from ._linalg import mlp_out_delta, split_keys, trace
+from ..model.trace import trace
+from ..model.weights import apply_deltas, restore
+from ._linalg import mlp_out_delta, split_keys
 from .base import BackendOutput, EditContext
 
 log = logging.getLogger(__name__)

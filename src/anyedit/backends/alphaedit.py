@@ -14,19 +14,19 @@ AnyEdit reference dropped; it makes sequential edits protect the earlier ones. T
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
 
-from ..config import BackendConfig, _check_choice, _check_pos_float
+from ..config import MultiLayerConfig, check_number
 from ..errors import StatsError
+from ._closed_form import ClosedFormBackend
 from ._linalg import solve_dtype
 from .base import EditContext, register_backend
-from ._closed_form import ClosedFormBackend
 
 
 @dataclass(frozen=True)
-class AlphaEditConfig(BackendConfig):
+class AlphaEditConfig(MultiLayerConfig):
     """``l2`` is alpha (the reference's ``L2``); ``kp_weight`` the same-text term of AnyEdit's AlphaEdit_ARE.
 
     ``preserve_weight`` > 0 also protects the keys of generic chat conversations (``EditConfig.preserve``):
@@ -36,19 +36,12 @@ class AlphaEditConfig(BackendConfig):
     method: ClassVar[str] = "alphaedit"
     nullspace_threshold: float = 2e-2
     l2: float = 10.0
-    kp_weight: float = 1.0
-    preserve_weight: float = 0.0
-    spread: Literal["even", "greedy"] = "even"
-    solve_dtype: Literal["float32", "float64"] = "float64"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         c = type(self)
-        _check_pos_float(c, "nullspace_threshold", self.nullspace_threshold)
-        _check_pos_float(c, "l2", self.l2)
-        _check_pos_float(c, "kp_weight", self.kp_weight, allow_zero=True)
-        _check_pos_float(c, "preserve_weight", self.preserve_weight, allow_zero=True)
-        _check_choice(c, "spread", self.spread, ("even", "greedy"))
-        _check_choice(c, "solve_dtype", self.solve_dtype, ("float32", "float64"))
+        check_number(c, "nullspace_threshold", self.nullspace_threshold)
+        check_number(c, "l2", self.l2)
 
 
 class AlphaEditBackend(ClosedFormBackend):

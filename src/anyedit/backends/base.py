@@ -9,10 +9,9 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from ..arch import ArchSpec
-from ..config import BackendConfig, EditConfig, register_backend_config
-from ..deltas import Delta
-from ..errors import ConfigError
+from ..config import BackendConfig, EditConfig, get_method, register_method
+from ..model.arch import ArchSpec
+from ..model.weights import Delta
 from ..types import Chunk, PreparedRequest, ValueTargets
 
 
@@ -58,19 +57,12 @@ class Backend(Protocol):
     def compute(self, ctx: EditContext) -> BackendOutput: ...
 
 
-_BACKENDS: dict[str, type] = {}
-
-
 def register_backend(name: str, backend_cls: type, config_cls: type[BackendConfig]) -> None:
-    """Register a method under ``name`` with its config class. Names are unique."""
-    if name in _BACKENDS:
-        raise ConfigError(f"a backend named {name!r} is already registered")
-    register_backend_config(name, config_cls)
-    _BACKENDS[name] = backend_cls
+    """Register a method under ``name`` (unique) with its backend and config classes (the one registry,
+    :func:`anyedit.config.register_method`)."""
+    register_method(name, backend_cls, config_cls)
 
 
 def get_backend(name: str) -> Backend:
-    try:
-        return _BACKENDS[name]()
-    except KeyError:
-        raise ConfigError(f"unknown method {name!r}; known methods: {', '.join(sorted(_BACKENDS))}") from None
+    """A new backend of method ``name`` (an unknown name is one ConfigError listing the known methods)."""
+    return get_method(name).backend()

@@ -15,9 +15,10 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from ..batching import pad_batch
-from ..config import BackendConfig, _check_pos_float, _check_pos_int
-from ..deltas import Delta, get_param
+from ..config import BackendConfig, check_int, check_number
+from ..model.batching import pad_batch
+from ..model.state import input_device, training
+from ..model.weights import Delta, get_param
 from .base import BackendOutput, EditContext, register_backend
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,10 @@ class FtConfig(BackendConfig):
 
     def __post_init__(self) -> None:
         c = type(self)
-        _check_pos_float(c, "lr", self.lr)
-        _check_pos_int(c, "steps", self.steps)
-        _check_pos_float(c, "norm_constraint", self.norm_constraint, allow_zero=True)
-        _check_pos_float(c, "weight_decay", self.weight_decay, allow_zero=True)
+        check_number(c, "lr", self.lr)
+        check_int(c, "steps", self.steps)
+        check_number(c, "norm_constraint", self.norm_constraint, allow_zero=True)
+        check_number(c, "weight_decay", self.weight_decay, allow_zero=True)
 
 
 class FtBackend:
@@ -46,26 +47,18 @@ class FtBackend:
         model = ctx.model
         names = [ctx.spec.mlp_out_weight_name(layer) for layer in ctx.layers]
         params = [get_param(model, n) for n in names]
-        original = [p.detach().clone() for p in params]
-        device = params[0].device
+        device = input_device(model)
         ids, mask = pad_batch([p.ids for p in ctx.prepared], device)
         labels = torch.full_like(ids, -100)
         for i, p in enumerate(ctx.prepared):
             labels[i, p.prompt_len: len(p.ids)] = torch.tensor(p.target_ids, device=device)
-        flags = {n: q.requires_grad for n, q in model.named_parameters()}
-        was_training = model.training
-        model.eval()
         losses: list[float] = []
-        try:
-            for q in model.parameters():
-                q.requires_grad_(False)
-            for q in params:
-                q.requires_grad_(True)
+        with training(model, params) as original:
             opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
             for _ in range(cfg.steps):
                 logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
                 loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
-                                       labels[:, 1:].reshape(-1), ignore_index=-100)
+                                       labels[:, 1:].reshape(-1).to(logits.device), ignore_index=-100)
                 losses.append(loss.item())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -76,13 +69,6 @@ class FtBackend:
                             q.copy_(torch.clamp(q, q0 - cfg.norm_constraint, q0 + cfg.norm_constraint))
             with torch.no_grad():
                 deltas = {n: Delta(dense=(q.detach() - q0).float()) for n, q, q0 in zip(names, params, original)}
-        finally:
-            with torch.no_grad():
-                for q, q0 in zip(params, original):
-                    q.copy_(q0)
-            for n, q in model.named_parameters():
-                q.requires_grad_(flags[n])
-            model.train(was_training)
         log.info("ft: answer NLL %.4f -> %.4f in %d steps", losses[0], losses[-1], len(losses))
         return BackendOutput(deltas, {"nll": losses})
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
 
-from ..config import BackendConfig, _check_choice, _check_pos_float
+from ..config import MultiLayerConfig, check_number
 from ._closed_form import ClosedFormBackend
 from ._linalg import regularised_solve, solve_dtype
 from .base import EditContext, register_backend
@@ -24,37 +24,23 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class MemitConfig(BackendConfig):
-    """``mom2_weight`` is lambda; ``kp_weight`` weights the same-text preservation term (0 = off).
-
-    ``preserve_weight`` adds ``preserve_weight * E_chat[k k^T]`` over generic chat conversations
-    (``EditConfig.preserve``) to the regulariser; 0 is the paper's update.
-    ``spread``: MEMIT's ``"even"`` split asks layer i (of n) for ``1/(n - i)`` of the remaining change;
-    ``"greedy"`` asks every layer for all of it (later layers then correct what earlier ones could not
-    realise, so a regulariser that lets each layer realise only part of its target still gets close).
-    """
+class MemitConfig(MultiLayerConfig):
+    """``mom2_weight`` is lambda. ``preserve_weight`` adds ``preserve_weight * E_chat[k k^T]`` over generic chat
+    conversations to the regulariser (0 is the paper's update); the other fields: :class:`MultiLayerConfig`."""
 
     method: ClassVar[str] = "memit"
     mom2_weight: float = 15000.0
-    kp_weight: float = 1.0
-    preserve_weight: float = 0.0
-    spread: Literal["even", "greedy"] = "even"
-    solve_dtype: Literal["float32", "float64"] = "float64"
 
     def __post_init__(self) -> None:
-        c = type(self)
-        _check_pos_float(c, "mom2_weight", self.mom2_weight, allow_zero=True)
-        _check_pos_float(c, "kp_weight", self.kp_weight, allow_zero=True)
-        _check_pos_float(c, "preserve_weight", self.preserve_weight, allow_zero=True)
-        _check_choice(c, "spread", self.spread, ("even", "greedy"))
-        _check_choice(c, "solve_dtype", self.solve_dtype, ("float32", "float64"))
+        super().__post_init__()
+        check_number(type(self), "mom2_weight", self.mom2_weight, allow_zero=True)
 
 
 class MemitBackend(ClosedFormBackend):
     def prepare(self, ctx: EditContext) -> None:
         cfg = ctx.backend_config
         self.stats = ctx.stats(ctx.layers)
-        self.chat = ctx.chat_stats(ctx.layers) if getattr(cfg, "preserve_weight", 0) > 0 else None
+        self.chat = ctx.chat_stats(ctx.layers) if cfg.preserve_weight > 0 else None
 
     def solve(self, ctx: EditContext, layer: int, k_s: torch.Tensor, k_p: torch.Tensor) -> torch.Tensor:
         cfg: MemitConfig = ctx.backend_config

@@ -9,27 +9,25 @@ gives ROME's formula. ``ridge`` adds ``ridge * tr(C)/d_ff * I`` to ``C`` for num
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
 
-from ..config import BackendConfig, _check_choice, _check_pos_float
+from ..config import ClosedFormConfig, check_number
+from ._closed_form import ClosedFormBackend
 from ._linalg import solve_dtype
 from .base import EditContext, register_backend
-from ._closed_form import ClosedFormBackend
 
 
 @dataclass(frozen=True)
-class RomeConfig(BackendConfig):
+class RomeConfig(ClosedFormConfig):
     method: ClassVar[str] = "rome"
     single_layer: ClassVar[bool] = True
     ridge: float = 1e-4
-    solve_dtype: Literal["float32", "float64"] = "float64"
 
     def __post_init__(self) -> None:
-        c = type(self)
-        _check_pos_float(c, "ridge", self.ridge, allow_zero=True)
-        _check_choice(c, "solve_dtype", self.solve_dtype, ("float32", "float64"))
+        super().__post_init__()
+        check_number(type(self), "ridge", self.ridge, allow_zero=True)
 
 
 class RomeBackend(ClosedFormBackend):

@@ -14,16 +14,16 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from ..batching import pad_batch
-from ..config import BackendConfig, _check_pos_float, _check_pos_int
-from ..deltas import Delta
-from ..errors import ConfigError
-from ..hooks import capture, replayed_layers, stop_after
+from ..config import BackendConfig, check_int, check_number
+from ..model.batching import pad_batch
+from ..model.hooks import capture, replayed_layers, stop_after
+from ..model.state import input_device, training
+from ..model.weights import Delta
 from .base import BackendOutput, EditContext, register_backend
 
 log = logging.getLogger(__name__)
@@ -33,10 +33,11 @@ log = logging.getLogger(__name__)
 class UnkeConfig(BackendConfig):
     """AdamW on all parameters of the edited layer.
 
-    Loss = ``edit_weight * MSE(anchors -> targets) + keep_weight * MSE(other edit positions -> unchanged)
+    Loss = ``edit_weight * MSE(anchors -> targets) + kp_weight * MSE(other edit positions -> unchanged)
     + preserve_weight * MSE(preservation conversations -> unchanged)``, each a mean over its own positions.
     ``preserve_batch`` conversations are sampled per step (seeded). Stops early when the anchor error is
-    below ``tol`` times its starting value.
+    below ``tol`` times its starting value. (``kp_weight`` keeps the other positions of the edit texts, as the
+    same-named term of MEMIT and AlphaEdit; configs that call it ``keep_weight``, its earlier name, still load.)
     """
 
     method: ClassVar[str] = "unke"
@@ -46,7 +47,7 @@ class UnkeConfig(BackendConfig):
     steps: int = 100
     weight_decay: float = 0.01
     edit_weight: float = 1.0
-    keep_weight: float = 1.0
+    kp_weight: float = 1.0
     preserve_weight: float = 1.0
     preserve_batch: int = 16
     tol: float = 0.0
@@ -54,12 +55,18 @@ class UnkeConfig(BackendConfig):
 
     def __post_init__(self) -> None:
         c = type(self)
-        _check_pos_float(c, "lr", self.lr)
-        _check_pos_int(c, "steps", self.steps)
-        for name in ("weight_decay", "edit_weight", "keep_weight", "preserve_weight", "tol"):
-            _check_pos_float(c, name, getattr(self, name), allow_zero=True)
-        _check_pos_int(c, "preserve_batch", self.preserve_batch)
-        _check_pos_int(c, "seed", self.seed, minimum=0)
+        check_number(c, "lr", self.lr)
+        check_int(c, "steps", self.steps)
+        for name in ("weight_decay", "edit_weight", "kp_weight", "preserve_weight", "tol"):
+            check_number(c, name, getattr(self, name), allow_zero=True)
+        check_int(c, "preserve_batch", self.preserve_batch)
+        check_int(c, "seed", self.seed, minimum=0)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "UnkeConfig":
+        if isinstance(data, dict) and "keep_weight" in data:  # its earlier name (saved edits, runs)
+            data = {("kp_weight" if k == "keep_weight" else k): v for k, v in data.items()}
+        return super().from_dict(data)
 
 
 class _LayerIO:
@@ -69,7 +76,7 @@ class _LayerIO:
         self.model, self.layer = model, layer
         self.layers = model.get_submodule(ctx.spec.layers)
         self.path = ctx.spec.layer_path(layer)
-        self.ids, self.mask = pad_batch(rows, next(model.parameters()).device)
+        self.ids, self.mask = pad_batch(rows, input_device(model))
         with torch.no_grad(), capture(model, inputs=[self.path], outputs=[self.path]) as rec, \
                 stop_after(self.layers[layer]):
             model(input_ids=self.ids, attention_mask=self.mask, use_cache=False)
@@ -103,11 +110,7 @@ class UnkeBackend:
 
     def compute(self, ctx: EditContext) -> BackendOutput:
         cfg: UnkeConfig = ctx.backend_config
-        if len(ctx.layers) != 1:
-            raise ConfigError(f"unke trains exactly one layer; got layers={list(ctx.layers)}")
-        layer = ctx.layers[0]
-        if ctx.value_layer != layer:
-            raise ConfigError(f"unke needs value.layer equal to the edited layer ({layer}), got {ctx.value_layer}")
+        (layer,) = ctx.layers  # one layer, and the value layer equal to it: checked by config.check_layers
         model = ctx.model
         module = model.get_submodule(ctx.spec.layer_path(layer))
         edit = _LayerIO(model, ctx, layer, [p.ids for p in ctx.prepared])
@@ -122,19 +125,11 @@ class UnkeBackend:
         pres = _LayerIO(model, ctx, layer, self.preserve) if self.preserve is not None else None
 
         params = dict(module.named_parameters())
-        original = {n: p.detach().clone() for n, p in params.items()}
-        flags = {n: p.requires_grad for n, p in model.named_parameters()}
         decay = [p for n, p in params.items() if p.ndim >= 2]
         no_decay = [p for n, p in params.items() if p.ndim < 2]
         rng = random.Random(cfg.seed)
         history: list[float] = []
-        was_training = model.training
-        model.eval()
-        try:
-            for p in model.parameters():
-                p.requires_grad_(False)
-            for p in params.values():
-                p.requires_grad_(True)
+        with training(model, list(params.values())) as original:
             opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                      {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
             start_err = None
@@ -142,7 +137,7 @@ class UnkeBackend:
                 out = edit.run()
                 l_edit = _mse(out, target, anchor_mask)
                 l_keep = _mse(out, edit.outputs, keep_mask)
-                loss = cfg.edit_weight * l_edit + cfg.keep_weight * l_keep
+                loss = cfg.edit_weight * l_edit + cfg.kp_weight * l_keep
                 if pres is not None:
                     rows = rng.sample(range(pres.ids.shape[0]), min(cfg.preserve_batch, pres.ids.shape[0]))
                     sel = torch.tensor(rows, device=pres.ids.device)
@@ -155,16 +150,9 @@ class UnkeBackend:
                 loss.backward()
                 opt.step()
             with torch.no_grad():
-                deltas = {f"{ctx.spec.layer_path(layer)}.{n}": Delta(dense=(p.detach() - original[n]).float())
-                          for n, p in params.items()}
+                deltas = {f"{ctx.spec.layer_path(layer)}.{n}": Delta(dense=(p.detach() - p0).float())
+                          for (n, p), p0 in zip(params.items(), original)}
                 final = _mse(edit.run(), target, anchor_mask).item()
-        finally:
-            with torch.no_grad():
-                for n, p in params.items():
-                    p.copy_(original[n])
-            for n, p in model.named_parameters():
-                p.requires_grad_(flags[n])
-            model.train(was_training)
         realised = 1 - (final / history[0]) ** 0.5 if history and history[0] > 0 else 1.0
         log.info("unke: anchor error %.4f -> %.4f in %d steps (%.0f%% of the change realised)",
                  history[0] if history else 0, final, len(history), 100 * realised)

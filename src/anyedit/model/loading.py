@@ -16,8 +16,9 @@ from typing import Any
 
 import torch
 
-from ._io import umask
-from .errors import ModelLoadError
+from .._io import fresh_dir
+from ..errors import ModelLoadError
+from .arch import set_model_name
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +55,14 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
     if quantizer is not None:
         quantizer.remove_quantization_config(model)
     import shutil
-    import tempfile
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".partial"))
-    os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes it private; the cache is shared like any directory
+    tmp = fresh_dir(out_dir.parent, f".{out_dir.name}.", ".partial")
     try:
         model.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
         (tmp / "anyedit_source.json").write_text(json.dumps({"gguf": str(gguf), "size": gguf.stat().st_size}))
         if out_dir.exists() and not _converted(out_dir):  # left incomplete by an older version: moved aside
-            aside = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".old"))
+            aside = fresh_dir(out_dir.parent, f".{out_dir.name}.", ".old")
             try:
                 out_dir.rename(aside / "dir")
             except OSError:
@@ -126,5 +124,5 @@ def load_model(name_or_path: str | None = None, *, dtype: str = "float32", devic
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     if name_or_path in (None, "", DEFAULT_MODEL, "default"):
-        model.config.name_or_path_hint = DEFAULT_MODEL  # type: ignore[attr-defined]
+        set_model_name(model, DEFAULT_MODEL)
     return model, tok

@@ -15,9 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config import PromptConfig
 from .batching import pad_batch
-from .config import PromptConfig
 from .prompts import encode_prompt, end_token_id
+from .state import input_device
 
 
 def generation_config(tokenizer: Any, prompt: PromptConfig, max_new_tokens: int, *, sample: bool = False,
@@ -69,7 +70,7 @@ def generate_ids(model: nn.Module, tokenizer: Any, encoded: Sequence[Sequence[in
     the first stop token (end of turn or EOS)."""
     gen_cfg = generation_config(tokenizer, prompt, max_new_tokens, sample=sample, temperature=temperature)
     stops = set(gen_cfg.eos_token_id or [])
-    device = next(model.parameters()).device
+    device = input_device(model)
     out: list[list[int]] = []
     for b in range(0, len(encoded), batch_size):
         batch = encoded[b: b + batch_size]

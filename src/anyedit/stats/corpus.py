@@ -14,13 +14,17 @@ from __future__ import annotations
 import bz2
 import hashlib
 import importlib.util
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import CorpusError
+import torch
+
+from .._io import read_records
+from ..errors import CorpusError
+from ..model.generation import seeded, without_model_defaults
+from ..model.state import input_device
 
 WIKI_OFFLINE = "wikipedia-offline"
 MODEL_SAMPLES = "model-samples"
@@ -79,17 +83,13 @@ def _wiki_texts() -> Iterator[str]:
 
 
 def _file_texts(path: Path) -> Iterator[str]:
-    if path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            for i, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    text = json.loads(line).get("text")
-                except (json.JSONDecodeError, AttributeError):
-                    raise CorpusError(f"{path}:{i}: not a JSON object with a 'text' field") from None
-                if isinstance(text, str) and text.strip():
-                    yield text
+    if path.suffix in (".json", ".jsonl"):
+        for i, rec in enumerate(read_records(path, "corpus file", CorpusError), 1):
+            if not isinstance(rec, dict):
+                raise CorpusError(f"{path}, record {i}: not a JSON object with a 'text' field")
+            text = rec.get("text")
+            if isinstance(text, str) and text.strip():
+                yield text
     else:
         content = path.read_text(encoding="utf-8", errors="replace")
         for para in re.split(r"\n\s*\n", content):
@@ -113,14 +113,11 @@ def _hf_texts(name: str) -> Iterator[str]:
 
 
 def _model_texts(model: Any, tokenizer: Any, length: int) -> Iterator[str]:
-    import torch
-
     if model is None or tokenizer is None:
         raise CorpusError("the model-samples corpus needs the model and tokenizer")
     start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    device = next(model.parameters()).device
+    device = input_device(model)
     gen = torch.Generator(device="cpu").manual_seed(0)
-    from .generation import seeded, without_model_defaults
 
     own = getattr(model, "generation_config", None)  # the checkpoint's stop tokens still end a sample
     eos = getattr(own, "eos_token_id", None)

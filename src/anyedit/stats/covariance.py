@@ -21,14 +21,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._io import replacing
-from .arch import ArchSpec, model_identity
-from .batching import pad_batch
-from .config import StatsConfig
-from .deltas import edit_state, edits_applied
+from .._io import replacing
+from ..config import StatsConfig
+from ..errors import StatsError
+from ..model.arch import ArchSpec, model_identity
+from ..model.batching import pad_batch
+from ..model.hooks import capture, stop_after
+from ..model.state import eval_mode, input_device
+from ..model.weights import edit_state, edits_applied
 from .corpus import corpus_id, iter_texts, resolve_source
-from .errors import StatsError
-from .hooks import capture, stop_after
 
 log = logging.getLogger(__name__)
 
@@ -232,16 +233,14 @@ def compute_second_moments(model: nn.Module, spec: ArchSpec, layers: Sequence[in
     """One pass over the rows of ``source`` collecting ``E[k k^T]`` for every layer in ``layers``."""
     layers = sorted(set(layers))
     dtype = getattr(torch, source.dtype)
-    device = next(model.parameters()).device
+    device = input_device(model)
     paths = [spec.mlp_out_path(i) for i in layers]
     last = model.get_submodule(spec.layer_path(layers[-1]))
     sums: dict[int, torch.Tensor] = {}
     count = 0
-    was_training = model.training
-    model.eval()
     bar = tqdm(total=source.n_tokens, unit="tok", desc=f"{source.description} L{layers[0]}-{layers[-1]}",
                disable=not show_progress, leave=False)
-    try:
+    with eval_mode(model), bar:
         batch: list[list[int]] = []
         for row in source.rows():
             batch.append(row)
@@ -253,9 +252,6 @@ def compute_second_moments(model: nn.Module, spec: ArchSpec, layers: Sequence[in
         if batch:
             count += _accumulate(model, batch, paths, layers, last, sums, dtype, device)
             bar.update(sum(len(r) for r in batch))
-    finally:
-        bar.close()
-        model.train(was_training)
     if count == 0:
         raise StatsError(f"{source.description}: no tokens to collect statistics over")
     if count < source.n_tokens and not source.n_tokens_is_bound:

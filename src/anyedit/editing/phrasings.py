@@ -16,9 +16,9 @@ from typing import Any
 
 from torch import nn
 
-from .config import PhrasingConfig, PromptConfig
-from .generation import generate, seeded
-from .types import EditRequest
+from ..config import PhrasingConfig, PromptConfig
+from ..model.generation import generate, seeded
+from ..types import EditRequest
 
 log = logging.getLogger(__name__)
 

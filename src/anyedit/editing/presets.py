@@ -14,13 +14,13 @@ from typing import Any
 
 from torch import nn
 
-from .arch import default_layers, num_layers, param_count
-from .config import EditConfig, backend_config_class
+from ..config import EditConfig, backend_config_class
+from ..model.arch import default_layers, num_layers, param_count
 
 
 @lru_cache(maxsize=1)
 def load_presets() -> list[dict[str, Any]]:
-    text = resources.files("anyedit").joinpath("presets.json").read_text(encoding="utf-8")
+    text = resources.files("anyedit.editing").joinpath("presets.json").read_text(encoding="utf-8")
     return json.loads(text)["presets"]
 
 

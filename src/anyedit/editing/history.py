@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import EditFormatError
+from ..errors import EditFormatError
 
 
 class EditHistory:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .config import ChunkingConfig
-from .errors import ConfigError
-from .types import Chunk, PreparedRequest
+from ..config import ChunkingConfig
+from ..errors import ConfigError
+from ..types import Chunk, PreparedRequest
 
 # A segment ends after sentence punctuation followed by whitespace, or at a line break.
 _BOUNDARY = re.compile(r"(?<=[.!?;:])[\"')\]]*\s+|\n+")

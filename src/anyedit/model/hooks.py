@@ -171,19 +171,6 @@ def replayed_layers(layers: nn.ModuleList, upto: int, h: torch.Tensor) -> Iterat
                 m.forward = own
 
 
-@contextlib.contextmanager
-def frozen(model: nn.Module) -> Iterator[None]:
-    """Turn off ``requires_grad`` on every parameter for the block; restores the previous flags."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p, f in flags:
-            p.requires_grad_(f)
-
-
 def no_hooks_left(model: nn.Module) -> bool:
     """True when no module of ``model`` carries a forward (pre-)hook (used by the test suite)."""
     return not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())

@@ -21,13 +21,15 @@ from typing import Any
 
 from torch import nn
 
-from . import _io
-from .config import PreserveConfig, PromptConfig
-from .deltas import edits_applied
-from .errors import CorpusError
-from .generation import generate_ids
-from .prompts import encode_prompt, end_token_id
-from .stats import RowSource
+from .. import _io
+from .._io import read_records
+from ..config import PreserveConfig, PromptConfig
+from ..errors import CorpusError
+from ..model.arch import model_identity
+from ..model.generation import generate_ids
+from ..model.prompts import encode_prompt, end_token_id
+from ..model.weights import edits_applied
+from .covariance import RowSource
 
 log = logging.getLogger(__name__)
 
@@ -38,23 +40,21 @@ def builtin_prompts(kind: str = "preserve") -> list[str]:
 
 
 def load_prompts(source: str) -> list[str]:
-    """``"builtin"`` or a file: JSON list of strings, JSONL with a ``question`` field, or text (one per line)."""
+    """``"builtin"`` or a file: JSON or JSONL of questions (strings or objects with ``question``), or text (one
+    per line)."""
     if source == "builtin":
         return builtin_prompts("preserve")
     p = Path(source).expanduser()
-    if not p.is_file():
+    if p.suffix in (".json", ".jsonl"):
+        records = read_records(p, "preservation prompts file", CorpusError)
+        try:
+            out = [d if isinstance(d, str) else d["question"] for d in records]
+        except (KeyError, TypeError) as e:
+            raise CorpusError(f"{source}: expected questions (strings, or objects with 'question'): {e}") from None
+    elif p.is_file():
+        out = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
         raise CorpusError(f"preservation prompts file not found: {source}")
-    text = p.read_text(encoding="utf-8")
-    try:
-        if p.suffix == ".json":
-            data = json.loads(text)
-            out = [d if isinstance(d, str) else d["question"] for d in data]
-        elif p.suffix == ".jsonl":
-            out = [json.loads(line)["question"] for line in text.splitlines() if line.strip()]
-        else:
-            out = [line.strip() for line in text.splitlines() if line.strip()]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise CorpusError(f"{source}: expected questions (JSON list, JSONL with 'question', or lines): {e}") from None
     if not out:
         raise CorpusError(f"{source}: no prompts")
     return out
@@ -63,8 +63,6 @@ def load_prompts(source: str) -> list[str]:
 def chat_source(model: nn.Module, tokenizer: Any, cfg: PreserveConfig, prompt_cfg: PromptConfig,
                 cache_dir: Path | None, dtype: str = "float32") -> RowSource:
     """One row per conversation: templated prompt + the model's own greedy answer (cached on disk)."""
-    from .arch import model_identity
-
     prompts = load_prompts(cfg.prompts)[: cfg.n_prompts]
     encoded = [encode_prompt(tokenizer, q, prompt_cfg)[0] for q in prompts]
     ident = {"kind": "chat-conversations", "prompts": hashlib.sha256("\n".join(prompts).encode()).hexdigest()[:16],

@@ -28,10 +28,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .arch import ArchSpec
-from .config import ValueConfig
-from .hooks import add_to_output, capture, frozen, replayed_layers, stop_after
-from .types import Chunk, ChunkReport, ValueTargets
+from ..config import ValueConfig
+from ..model.arch import ArchSpec
+from ..model.hooks import add_to_output, capture, replayed_layers, stop_after
+from ..model.state import eval_mode, frozen, input_device
+from ..types import Chunk, ChunkReport, ValueTargets
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +78,6 @@ class ValueCache:
         self._store[key] = value
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 def _forward_kwargs(model: nn.Module) -> dict[str, str]:
     """Names of the cache and logits-slicing arguments of this model's forward (they moved across versions)."""
     params = inspect.signature(model.forward).parameters
@@ -105,39 +102,34 @@ def search_values(model: nn.Module, spec: ArchSpec, ids: Sequence[int], prompt_l
     a chunk with several anchors puts its change where it is cheap. ``init`` (optional, per chunk) starts
     a chunk's vectors from the given ``[n_anchors, hidden]`` tensor instead of zero (warm start).
     """
-    device = _device(model)
+    device = input_device(model)
     seq = torch.tensor([list(ids)], device=device)
     layer_path = spec.layer_path(layer)
-    was_training = model.training
-    model.eval()
     h_rows: list[torch.Tensor] = []
     d_rows: list[torch.Tensor] = []
     positions: list[int] = []
     reports: list[ChunkReport] = []
-    try:
-        with frozen(model):
-            for k, chunk in enumerate(chunks):
-                t0 = time.perf_counter()
-                last = prompt_len + chunk.end - 2  # last position whose logits we need
-                labels = seq[0, prompt_len + chunk.start: last + 2]
-                prev = (positions, torch.stack(d_rows) if d_rows else None)
-                step_fn, h = (_cached_step if cfg.cache_prefix else _full_step)(
-                    model, seq, layer_path, layer, spec, chunk, last, prev)
-                weights = torch.tensor([(anchor_weights or {}).get(a, 1.0) for a in chunk.anchors], device=h.device)
-                delta, rep = _optimise(step_fn, h, labels, cfg, weights, None if init is None else init[k])
-                reports.append(ChunkReport(start=chunk.start, end=chunk.end, anchors=list(chunk.anchors),
-                                           seconds=time.perf_counter() - t0, **rep))
-                h_rows.extend(h)
-                d_rows.extend(delta)
-                positions.extend(chunk.anchors)
-                log.debug("chunk [%d,%d) anchors %s: NLL %.3f -> %.3f in %d steps, |d|/|h| %.2f", chunk.start,
-                          chunk.end, list(chunk.anchors), rep["nll_before"], rep["nll_after"], rep["steps"],
-                          rep["delta_norm"] / max(rep["h_norm"], 1e-12))
-                if progress is not None:
-                    progress.update(1)
-    finally:
-        model.train(was_training)
-    return ValueTargets(layer=layer, positions=positions, h_init=torch.stack(h_rows), deltas=torch.stack(d_rows),
+    with eval_mode(model), frozen(model):
+        for k, chunk in enumerate(chunks):
+            t0 = time.perf_counter()
+            last = prompt_len + chunk.end - 2  # last position whose logits we need
+            labels = seq[0, prompt_len + chunk.start: last + 2]
+            prev = (positions, torch.stack(d_rows) if d_rows else None)
+            step_fn, h = (_cached_step if cfg.cache_prefix else _full_step)(
+                model, seq, layer_path, layer, spec, chunk, last, prev)
+            weights = torch.tensor([(anchor_weights or {}).get(a, 1.0) for a in chunk.anchors], device=h.device)
+            delta, rep = _optimise(step_fn, h, labels, cfg, weights, None if init is None else init[k])
+            reports.append(ChunkReport(start=chunk.start, end=chunk.end, anchors=list(chunk.anchors),
+                                       seconds=time.perf_counter() - t0, **rep))
+            h_rows.extend(h)
+            d_rows.extend(delta)
+            positions.extend(chunk.anchors)
+            log.debug("chunk [%d,%d) anchors %s: NLL %.3f -> %.3f in %d steps, |d|/|h| %.2f", chunk.start,
+                      chunk.end, list(chunk.anchors), rep["nll_before"], rep["nll_after"], rep["steps"],
+                      rep["delta_norm"] / max(rep["h_norm"], 1e-12))
+            if progress is not None:
+                progress.update(1)
+    return ValueTargets(layer=layer, positions=positions, h_init=torch.stack(h_rows), shifts=torch.stack(d_rows),
                         reports=reports)
 
 

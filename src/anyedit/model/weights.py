@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .errors import EditApplyError
+from ..errors import EditApplyError
 
 
 @dataclass

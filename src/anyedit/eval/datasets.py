@@ -21,15 +21,15 @@ Files are JSON lists or JSONL. Invalid records are reported by id and skipped (n
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import RequestError
-from .types import EditRequest
+from .._io import read_records
+from ..errors import RequestError
+from ..types import EditRequest
 
 log = logging.getLogger(__name__)
 
@@ -56,24 +56,6 @@ class LoadedDataset:
     format: str
     records: list[EvalRecord]
     skipped: list[str] = field(default_factory=list)  # "id: why"
-
-
-def _read(path: Path) -> list[Any]:
-    if not path.is_file():
-        raise RequestError(f"{path}: no such dataset file")
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        try:
-            data = [json.loads(line) for line in text.splitlines() if line.strip()]
-        except json.JSONDecodeError as e:
-            raise RequestError(f"{path}: neither a JSON list nor JSONL ({e})") from None
-    if isinstance(data, dict):
-        data = [data]
-    if not isinstance(data, list) or not data:
-        raise RequestError(f"{path}: expected a non-empty JSON list of records")
-    return data
 
 
 def detect_format(record: Any) -> str:
@@ -166,7 +148,7 @@ def load_dataset(path: str | Path, format: str = "auto", limit: int | None = Non
     """Read ``path`` (JSON list or JSONL) in ``format``; the first ``limit`` valid records, only those whose
     ID (``id``, ``case_id`` or the index in the file) is in ``ids`` when given."""
     path = Path(path)
-    data = _read(path)
+    data = read_records(path, "dataset file")
     fmt = detect_format(data[0]) if format == "auto" else format
     if fmt not in FORMATS:
         raise RequestError(f"unknown dataset format {fmt!r}; known: {', '.join(FORMATS)}")

@@ -11,13 +11,14 @@ Add a family with :func:`register_arch`.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import nn
 
-from .errors import UnsupportedArchitectureError
+from ..errors import UnsupportedArchitectureError
 
 WeightLayout = Literal["out_in", "in_out"]
 
@@ -151,6 +152,16 @@ def size_label(model: nn.Module) -> str:
     return f"{max(1, math.floor(n / 1e6))}M"
 
 
+_NAMES: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDictionary()
+
+
+def set_model_name(model: nn.Module, name: str) -> None:
+    """The name :func:`model_identity` reports for ``model`` (e.g. the embedded default model's, loaded from a
+    cache directory whose path would otherwise be its name). Kept beside the model, never in its config, so it
+    cannot end up in a saved ``config.json``."""
+    _NAMES[model] = name
+
+
 def model_identity(model: nn.Module) -> dict[str, object]:
     """What identifies a base model for caches and saved edits.
 
@@ -166,7 +177,7 @@ def model_identity(model: nn.Module) -> dict[str, object]:
     sample = flat[::step].float().cpu().contiguous()
     h = hashlib.sha256(sample.numpy().tobytes()).hexdigest()[:20]
     return {
-        "name_or_path": str(getattr(cfg, "name_or_path_hint", None) or getattr(cfg, "_name_or_path", "")),
+        "name_or_path": str(_NAMES.get(model) or getattr(cfg, "_name_or_path", "")),
         "model_type": str(cfg.model_type),
         "num_layers": int(getattr(cfg, "num_hidden_layers", 0) or getattr(cfg, "n_layer", 0)),
         "hidden_size": int(cfg.hidden_size),

@@ -21,10 +21,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .batching import pad_batch
-from .config import PromptConfig
-from .generation import generate_ids
-from .prompts import encode_prompt
+from ..config import PromptConfig
+from ..model.batching import pad_batch
+from ..model.generation import generate_ids
+from ..model.prompts import encode_prompt
+from ..model.state import input_device
+from ..stats.preserve import builtin_prompts
 
 
 @dataclass
@@ -47,8 +49,6 @@ class LocalityReport:
 class LocalityProbe:
     def __init__(self, model: nn.Module, tokenizer: Any, prompt: PromptConfig | None = None,
                  prompts: Sequence[str] | None = None, max_new_tokens: int = 32, batch_size: int = 20) -> None:
-        from .preserve import builtin_prompts
-
         self.tokenizer = tokenizer
         self.prompt_cfg = prompt or PromptConfig()
         self.prompts = list(prompts) if prompts is not None else builtin_prompts("probe")
@@ -73,7 +73,7 @@ class LocalityProbe:
         """Per probe: NLL and argmax at each pre-edit answer token."""
         seqs = [p + a for p, a in zip(self.encoded, self.answers)]
         nll, arg = [], []
-        device = next(model.parameters()).device
+        device = input_device(model)
         i = 0
         for ids, mask, _w, n in self._batches(seqs, left=False, device=device, pad=0):
             logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)

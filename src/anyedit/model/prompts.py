@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .config import PromptConfig
-from .errors import ConfigError, TokenizationError
-from .types import EditRequest, PreparedRequest, where
+from ..config import PromptConfig
+from ..errors import ConfigError, TokenizationError
+from ..types import EditRequest, PreparedRequest, where
 
 _SENTINEL = "\u2063ANYEDIT_SENTINEL\u2063"
 

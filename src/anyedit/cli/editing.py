@@ -1,0 +1,216 @@
+"""The editing commands: ``edit``, ``demo``, ``ask``, ``apply``, ``stats``, ``presets``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from importlib import resources
+from typing import Any
+
+from .options import (
+    build_config,
+    check_method,
+    check_out_dir,
+    load,
+    method_options,
+    model_options,
+    probe_option,
+    read_requests,
+)
+
+
+def cmd_edit(args: argparse.Namespace, requests: list[Any] | None = None) -> int:
+    from ..editing.compute import compute_edits
+    from ..eval.locality import LocalityProbe
+    from ..eval.metrics import rouge
+    from ..model.generation import generate
+    from ..model.prompts import prepare_request
+    from ..stats.preserve import builtin_prompts
+
+    check_method(args)
+    requests = requests if requests is not None else read_requests(args)
+    check_out_dir(args.out, "--out", args.overwrite)
+    check_out_dir(args.out_model, "--out-model", args.overwrite)
+    model, tok = load(args)
+    cfg = build_config(args, model)
+    prepared = [prepare_request(tok, r, cfg.prompt) for r in requests]  # validates before the long work
+    questions = [r.question for r in requests]
+    lengths = [len(p.target_ids) + 16 for p in prepared]
+    before = [] if args.no_compare else [generate(model, tok, q, cfg.prompt, max_new_tokens=n)[0]
+                                         for q, n in zip(questions, lengths)]
+    probe = LocalityProbe(model, tok, cfg.prompt, builtin_prompts("probe")[: args.probes]) if args.probes > 0 else None
+    result = compute_edits(model, tok, requests, cfg, cache_dir=args.cache_dir, show_progress=not args.quiet)
+    result.apply(model, verify=False)
+    after = [generate(model, tok, q, cfg.prompt, max_new_tokens=n)[0] for q, n in zip(questions, lengths)]
+    for i, r in enumerate(requests):
+        print(f"Question: {r.question}")
+        if before:
+            print("--- before the edit ---")
+            print(before[i])
+        print("--- after the edit ---")
+        print(after[i])
+        print(f"(ROUGE-L F1 vs. the new answer: {rouge(r.answer, after[i])['rougeL_f']:.2f})")
+        print()
+    print(summary(result, len(requests)))
+    if probe is not None:
+        rep = probe.compare(model)
+        result.diagnostics["locality"] = rep.to_dict()
+        print(rep.summary())
+    if args.out:
+        result.save(args.out)
+        print(f"saved the edit to {args.out} (apply it with: anyedit ask --edit {args.out} --question ...)")
+    if args.out_model:
+        model.save_pretrained(args.out_model)
+        tok.save_pretrained(args.out_model)
+        print(f"saved the edited model to {args.out_model}")
+    return 0
+
+
+def summary(result: Any, n_requests: int) -> str:
+    """One line: what was edited, with which method, where the time went, how much the first update realised."""
+    t = result.timings
+    realised = result.diagnostics.get("realised_fraction")
+    n_chunks = sum(len(x) for x in result.reports)
+    line = (f"edited {n_requests} request(s), {n_chunks} chunks, with {result.config.method}: value search "
+            f"{t.get('value_search_s', 0):.1f} s, statistics {t.get('statistics_s', 0):.1f} s, "
+            f"update {t.get('update_s', 0):.1f} s")
+    rounds = len(result.diagnostics.get("rounds", []))
+    if realised is not None:  # the first round's: later rounds each target what is still missing
+        line += f"; the first update realised {100 * realised:.0f}% of the target change"
+    if rounds > 1:
+        line += f", {rounds} refinement rounds in all"
+    return line
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ..types import EditRequest
+
+    demo = json.loads(resources.files("anyedit").joinpath("data/demo.json").read_text(encoding="utf-8"))
+    return cmd_edit(args, [EditRequest.from_dict(demo)])
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from ..config import PromptConfig
+    from ..editing.result import EditResult
+    from ..model.generation import generate
+
+    edit = EditResult.load(args.edit) if args.edit else None  # validate before loading the model
+    model, tok = load(args)
+    prompt = edit.config.prompt if edit else PromptConfig()
+    if edit:
+        edit.apply(model, verify=True)
+    print(generate(model, tok, args.question, prompt, max_new_tokens=args.max_new_tokens)[0])
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from ..editing.result import EditResult
+
+    edit = EditResult.load(args.edit)
+    check_out_dir(args.out, "--out", args.overwrite)
+    model, tok = load(args)
+    edit.apply(model, verify=True)
+    model.save_pretrained(args.out)
+    tok.save_pretrained(args.out)
+    print(f"wrote the edited model to {args.out}")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from ..editing.compute import prepare_statistics
+    from ..model.loading import default_cache_dir
+    from ..stats.covariance import CovarianceCache
+
+    check_method(args)
+    model, tok = load(args)
+    cfg = build_config(args, model)
+    cache = CovarianceCache(args.cache_dir or default_cache_dir(), show_progress=not args.quiet)
+    t = time.perf_counter()
+    loaded = prepare_statistics(model, tok, cfg, stats_cache=cache, show_progress=not args.quiet)
+    if not loaded:
+        print(f"{cfg.method} loads no statistics; nothing to compute")
+        return 0
+    print(f"{cfg.method} statistics ready in {time.perf_counter() - t:.1f} s under {cache.cache_dir}:")
+    for what in loaded:
+        print(f"  {what}")
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from ..editing.presets import preset_config, preset_name
+
+    check_method(args)
+    model, _ = load(args)
+    cfg = preset_config(model, args.method)
+    print(f"preset: {preset_name(model, args.method)}")
+    print(cfg.to_json())
+    return 0
+
+
+def _edit_output(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--out", metavar="DIR", help="save the edit here (deltas.safetensors + edit.json)")
+    sp.add_argument("--overwrite", action="store_true", help="allow writing into non-empty directories")
+
+
+def add_commands(sub: Any) -> None:
+    e = sub.add_parser("edit", help="edit the model: new answer for a question; print before/after; save the edit",
+                       description="Edit the model so that, asked QUESTION, it answers the new answer. Prints the "
+                       "model's answer before and after, and saves the edit with --out.")
+    model_options(e)
+    method_options(e)
+    e.add_argument("--question", help="the question (prompt)")
+    g = e.add_mutually_exclusive_group()
+    g.add_argument("--answer", help="the new answer text")
+    g.add_argument("--answer-file", help="read the new answer from this file")
+    e.add_argument("--subject", help="the entity the fact is about (must occur in the question); used by "
+                   "--set chunking.first_anchor=subject_last (the original MEMIT/ROME position)")
+    e.add_argument("--phrasing", action="append", metavar="QUESTION", help="another wording of the question to "
+                   "edit with it (repeatable); --set phrasings.generate=N asks the model for N more")
+    e.add_argument("--requests", help="JSON list or JSONL file of {question, answer[, id, subject, phrasings]} to "
+                   "edit together")
+    _edit_output(e)
+    e.add_argument("--out-model", metavar="DIR", help="also write the whole edited model here (save_pretrained)")
+    e.add_argument("--no-compare", action="store_true", help="skip generating the answer before the edit")
+    probe_option(e, 40)
+    e.set_defaults(func=cmd_edit)
+
+    d = sub.add_parser("demo", help="the main job: a long-form edit of the default model, before/after",
+                       description="Edit the default model with a built-in long news-style answer and show its "
+                       "answer before and after, and locality on the built-in probe prompts.")
+    model_options(d)
+    method_options(d)
+    _edit_output(d)
+    probe_option(d, 40)
+    d.set_defaults(func=cmd_demo, out_model=None, no_compare=False)
+
+    a = sub.add_parser("ask", help="answer a question (greedy), optionally with a saved edit applied",
+                       description="Print the model's greedy answer (only the answer, on stdout).")
+    model_options(a)
+    a.add_argument("--question", required=True, help="the question to answer")
+    a.add_argument("--edit", metavar="DIR", help="a directory written by `anyedit edit --out`")
+    a.add_argument("--max-new-tokens", type=int, default=256, help="longest answer, in tokens (default 256)")
+    a.set_defaults(func=cmd_ask)
+
+    ap = sub.add_parser("apply", help="write a full model with a saved edit applied",
+                        description="Load the base model, apply a saved edit (refused if it belongs to another "
+                        "model) and write the edited model with save_pretrained.")
+    model_options(ap)
+    ap.add_argument("--edit", required=True, metavar="DIR", help="a directory written by `anyedit edit --out`")
+    ap.add_argument("--out", required=True, metavar="DIR", help="output directory for the edited model")
+    ap.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out directory")
+    ap.set_defaults(func=cmd_apply)
+
+    s = sub.add_parser("stats", help="precompute and cache every statistic an edit loads (progress bar with ETA)",
+                       description="Compute once and cache every statistic an edit with these settings loads: the MLP "
+                       "key statistics of the edited layers and, where the method preserves chat conversations "
+                       "(preserve_weight > 0), those conversations' statistics (AlphaEdit: the null-space basis).")
+    model_options(s)
+    method_options(s)
+    s.set_defaults(func=cmd_stats)
+
+    pr = sub.add_parser("presets", help="show the configuration anyedit picks for a model",
+                        description="Print the preset config for the model (and --method).")
+    model_options(pr)
+    pr.add_argument("--method", help="the method whose preset to show (default: the model's default method)")
+    pr.set_defaults(func=cmd_presets)
