@@ -131,3 +131,38 @@ def test_replayed_layers_put_back_each_layers_own_forward(llama):
     ids = torch.tensor([[5, 6, 7]])
     model(input_ids=ids)
     assert calls == [1]  # the wrapper still runs in the model's forward
+
+
+def test_argmax_margin_is_the_labels_lead_over_the_runner_up():
+    from anyedit.editing.values import argmax_margin
+
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.0, 3.0, 1.0]])
+    assert argmax_margin(logits, torch.tensor([0, 1])) == pytest.approx(1.5)  # min(2 - 0.5, 3 - 1)
+    assert argmax_margin(logits, torch.tensor([1, 1])) == pytest.approx(-1.5)  # 0.5 is not the argmax at row 0
+
+
+def test_margin_stop_ends_a_chunk_at_the_first_step_that_reaches_the_margin():
+    """With ``stop_margin`` the search stops at the first step whose logits put every label first by the margin
+    (not before, not after), well before the NLL stop would; without it the NLL stop alone decides."""
+    from anyedit.editing.values import _optimise, argmax_margin
+
+    torch.manual_seed(0)
+    w = torch.randn(8, 5)
+    labels = torch.tensor([3, 3, 3])
+    seen: list[float] = []
+
+    def step(delta):  # three positions reading one shifted state through a linear head
+        logits = ((torch.ones(8) + delta.sum(0)) @ w).expand(3, 5)
+        seen.append(argmax_margin(logits, labels))
+        return logits
+
+    h, weights = torch.ones(1, 8), torch.ones(1)
+    strict = ValueConfig(lr=0.05, max_steps=300, weight_decay=0.0, stop_loss=1e-3, stop_token_nll=1e-2)
+    _, rep_strict = _optimise(step, h, labels, strict, weights)
+    seen.clear()
+    delta, rep = _optimise(step, h, labels, ValueConfig(**{**strict.to_dict(), "stop_margin": 2.0}), weights)
+    assert 0 < rep["steps"] < rep_strict["steps"]
+    assert seen[-1] >= 2.0 and all(m < 2.0 for m in seen[:-1])  # stopped at the first step that got there
+    assert argmax_margin(step(delta), labels) >= 2.0  # the returned vector is the one that reached it
+    with pytest.raises(Exception, match="stop_margin"):
+        ValueConfig(stop_margin=-1.0)

@@ -192,6 +192,9 @@ class ValueConfig(Config):
     ``weight_decay * |delta| / |h|^2``; stop when the loss is below ``stop_loss`` (and, if set, every
     token's NLL is below ``stop_token_nll``: a low mean can hide one token that greedy decoding gets wrong)
     or after ``max_steps`` Adam steps; after each step ``|delta|`` is clamped to ``clamp_norm * |h|``.
+    ``stop_margin`` (optional) also stops a chunk as soon as every one of its tokens is the model's argmax by at
+    least that margin in log-probability over the runner-up (greedy decoding needs only the argmax; ENCORE's
+    "most probable" stop), whatever the NLL.
     (The reference's loop of 25 iterations ends on the last one before stepping, so it makes at most 24
     steps; ``max_steps=24`` reproduces that count.)
     ``cache_prefix`` reuses the states that the vector cannot change (exact; see values.py).
@@ -204,6 +207,7 @@ class ValueConfig(Config):
     clamp_norm: float = 4.0
     stop_loss: float = 1e-2
     stop_token_nll: float | None = None
+    stop_margin: float | None = None
     cache_prefix: bool = True
 
     def __post_init__(self) -> None:
@@ -217,6 +221,8 @@ class ValueConfig(Config):
         check_number(c, "stop_loss", self.stop_loss, allow_zero=True)
         if self.stop_token_nll is not None:
             check_number(c, "stop_token_nll", self.stop_token_nll)
+        if self.stop_margin is not None:
+            check_number(c, "stop_margin", self.stop_margin, allow_zero=True)
         check_bool(c, "cache_prefix", self.cache_prefix)
 
 

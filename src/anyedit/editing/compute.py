@@ -241,6 +241,9 @@ def _search_all(model: nn.Module, spec: ArchSpec, plan: _Plan, z: int, config: E
     return values
 
 
+_PER_ROUND = ("chunk_nll_before", "chunk_steps", "value_search_s", "update_s")  # not the backend's own
+
+
 @dataclass
 class _Rounds:
     """What the refinement rounds produced: the summed deltas, the keys the first round wrote at, the first
@@ -252,6 +255,7 @@ class _Rounds:
     rounds: list[dict[str, Any]] = field(default_factory=list)
     value_search_s: float = 0.0
     update_s: float = 0.0
+    final_check: dict[str, Any] | None = None  # the last search, when it found every chunk reproduced
 
 
 def _run_rounds(model: nn.Module, tokenizer: Any, spec: ArchSpec, plan: _Plan, config: EditConfig,
@@ -259,7 +263,9 @@ def _run_rounds(model: nn.Module, tokenizer: Any, spec: ArchSpec, plan: _Plan, c
                 value_cache: ValueCache | None, show_progress: bool) -> _Rounds:
     """Value search then update, ``config.rounds`` times at most: each later round searches again on the model with
     the deltas so far applied and adds the backend's correction; it stops once every chunk is reproduced. The
-    model is left exactly as it was, whatever happens."""
+    model is left exactly as it was, whatever happens. Each round records its chunks' NLL before the search,
+    their optimiser steps and its seconds of value search and update; a last search that found every chunk
+    reproduced is ``final_check``."""
     uses_values = type(config.backend).uses_values
     out = _Rounds()
     backup: dict[str, Any] = {}
@@ -272,10 +278,13 @@ def _run_rounds(model: nn.Module, tokenizer: Any, spec: ArchSpec, plan: _Plan, c
             t0 = time.perf_counter()
             desc = "value search" + (f" (round {rnd + 1}/{config.rounds})" if config.rounds > 1 else "")
             values = _search_all(model, spec, plan, z, config, value_cache, desc, show_progress) if uses_values else []
-            out.value_search_s += time.perf_counter() - t0
-            nll_now = [r.nll_before for v in values for r in v.reports]
+            search_s = time.perf_counter() - t0
+            out.value_search_s += search_s
+            search = {"chunk_nll_before": [r.nll_before for v in values for r in v.reports],
+                      "chunk_steps": [r.steps for v in values for r in v.reports], "value_search_s": search_s}
             if rnd and (not uses_values or all(r.steps == 0 for v in values for r in v.reports)):
                 log.info("round %d: every chunk is already reproduced; stopping", rnd + 1)
+                out.final_check = search
                 break
             out.first_values = out.first_values or values
             ctx = EditContext(model=model, tokenizer=tokenizer, spec=spec, config=config, layers=layers,
@@ -283,8 +292,9 @@ def _run_rounds(model: nn.Module, tokenizer: Any, spec: ArchSpec, plan: _Plan, c
                               **st.callables(), history=history, show_progress=show_progress)
             t0, s0 = time.perf_counter(), st.seconds
             update = backend.compute(ctx)
-            out.update_s += time.perf_counter() - t0 - (st.seconds - s0)
-            out.rounds.append({"chunk_nll_before": nll_now, **update.diagnostics})
+            update_s = time.perf_counter() - t0 - (st.seconds - s0)
+            out.update_s += update_s
+            out.rounds.append({**search, "update_s": update_s, **update.diagnostics})
             for name, d in update.deltas.items():
                 out.deltas[name] = out.deltas[name].merged(d) if name in out.deltas else d
             for layer, k in update.edited_keys.items():
@@ -332,7 +342,9 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
         timings["phrasings_s"] = plan.phrasing_seconds
     timings["total_s"] = time.perf_counter() - t_start
     diagnostics: dict[str, Any] = {"rounds": done.rounds,
-                                   **{k: v for k, v in done.rounds[0].items() if k != "chunk_nll_before"}}
+                                   **{k: v for k, v in done.rounds[0].items() if k not in _PER_ROUND}}
+    if done.final_check is not None:
+        diagnostics["final_check"] = done.final_check
     values, is_main = done.first_values, plan.is_main
     reports = [[r.to_dict() for r in v.reports] for v, main in zip(values, is_main) if main]
     if plan.has_variants:

@@ -137,7 +137,8 @@ def _optimise(step_fn: Any, h: torch.Tensor, labels: torch.Tensor, cfg: ValueCon
               weights: torch.Tensor, init: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """Adam on ``delta [n_anchors, hidden]``; loss = NLL + sum_i w_i wd |delta_i| / |h_i|^2; per-row clamp.
 
-    Stops when the loss is below ``stop_loss`` and (if set) every token's NLL is below ``stop_token_nll``.
+    Stops when the loss is below ``stop_loss`` and (if set) every token's NLL is below ``stop_token_nll``, or (if
+    ``stop_margin`` is set) when every token is the argmax by at least that log-probability margin.
     """
     h_norm = h.norm(dim=1)
     max_norm = cfg.clamp_norm * h_norm
@@ -156,6 +157,8 @@ def _optimise(step_fn: Any, h: torch.Tensor, labels: torch.Tensor, cfg: ValueCon
         nll, worst = nll_t.item(), tok_nll.max().item()
         first = first or (nll, worst)
         done = loss.item() < cfg.stop_loss and (cfg.stop_token_nll is None or worst < cfg.stop_token_nll)
+        if cfg.stop_margin is not None and not done:
+            done = argmax_margin(logits, labels) >= cfg.stop_margin
         if done or it == cfg.max_steps:
             break
         opt.zero_grad(set_to_none=True)
@@ -167,6 +170,16 @@ def _optimise(step_fn: Any, h: torch.Tensor, labels: torch.Tensor, cfg: ValueCon
     d = delta.detach()
     return d, dict(steps=steps, nll_before=first[0], nll_after=nll, worst_before=first[1], worst_after=worst,
                    delta_norm=d.norm().item(), h_norm=h_norm.norm().item())
+
+
+@torch.no_grad()
+def argmax_margin(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The smallest, over positions, margin of the label's logit over the best other logit (= the log-probability
+    margin over the runner-up); positive when every label is the argmax."""
+    logits = logits.float()
+    target = logits.gather(1, labels[:, None]).squeeze(1)
+    other = logits.scatter(1, labels[:, None], float("-inf")).max(dim=1).values
+    return float((target - other).min())
 
 
 def _clamp_rows(x: torch.Tensor, max_norm: torch.Tensor) -> torch.Tensor:
