@@ -89,31 +89,33 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_parser(sub: Any, name: str, out_help: str, **kw: Any) -> argparse.ArgumentParser:
+    """A command that evaluates on a dataset into ``--out``: the model, method, dataset and scoring options."""
+    sp = sub.add_parser(name, **kw)
+    model_options(sp)
+    method_options(sp)
+    dataset_options(sp)
+    sp.add_argument("--out", required=True, metavar="DIR", help=out_help)
+    eval_options(sp)
+    return sp
+
+
 def add_commands(sub: Any) -> None:
-    ev = sub.add_parser("eval", help="evaluate a method on a benchmark file (resumable JSONL rows + table)",
-                        description="For each record: answer before, edit, answer the question / paraphrases / "
-                        "sub-questions, score, revert (checked bitwise). Rows stream to OUT/rows.jsonl; rerunning "
-                        "the same command resumes after the last finished record.")
-    model_options(ev)
-    method_options(ev)
-    dataset_options(ev)
-    ev.add_argument("--out", required=True, metavar="DIR", help="run directory (run.json + rows.jsonl)")
+    ev = _run_parser(sub, "eval", "run directory (run.json + rows.jsonl)",
+                     help="evaluate a method on a benchmark file (resumable JSONL rows + table)",
+                     description="For each record: answer before, edit, answer the question / paraphrases / "
+                     "sub-questions, score, revert (checked bitwise). Rows stream to OUT/rows.jsonl; rerunning "
+                     "the same command resumes after the last finished record.")
     ev.add_argument("--label", help="name of this run in reports (default: method, + when chunked)")
-    eval_options(ev)
     ev.set_defaults(func=cmd_eval)
 
-    sw = sub.add_parser("sweep", help="evaluate a grid of settings; tables, Pareto front and plots",
-                        description="Run `anyedit eval` for every combination of --grid values (resumable, one "
-                        "directory each under --out), then print the tables and the efficacy/locality Pareto front "
-                        "and write the plots to OUT/plots.")
-    model_options(sw)
-    method_options(sw)
-    dataset_options(sw)
-    sw.add_argument("--out", required=True, metavar="DIR", help="directory of the sweep (one run directory per "
-                    "setting, and plots/)")
+    sw = _run_parser(sub, "sweep", "directory of the sweep (one run directory per setting, and plots/)",
+                     help="evaluate a grid of settings; tables, Pareto front and plots",
+                     description="Run `anyedit eval` for every combination of --grid values (resumable, one "
+                     "directory each under --out), then print the tables and the efficacy/locality Pareto front "
+                     "and write the plots to OUT/plots.")
     sw.add_argument("--grid", action="append", required=True, type=parse_grid, metavar="KEY=V1,V2",
                     help="config field and values, e.g. --grid chunking.window=10,20,40 (repeatable)")
-    eval_options(sw)
     sw.set_defaults(func=cmd_sweep)
 
     rp = sub.add_parser("report", help="tables (and plots) from one or more eval runs, side by side",

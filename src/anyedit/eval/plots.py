@@ -13,13 +13,19 @@ from typing import Any
 from .tables import Run, front, get, load_runs, mean
 
 
-def _figure(path: Path, draw: Callable[[Any], str], figsize: tuple[float, float] = (6, 4)) -> Path:
-    """One figure with one axis: ``draw(ax)`` fills it and returns the title; saved to ``path``."""
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (imported on first use: only plotting needs it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _figure(path: Path, draw: Callable[[Any], str], figsize: tuple[float, float] = (6, 4)) -> Path:
+    """One figure with one axis: ``draw(ax)`` fills it and returns the title; saved to ``path``."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=figsize)
     try:
         ax.set_title(draw(ax))
@@ -79,17 +85,13 @@ def category_plot(runs: list[Run], path: Path) -> Path | None:
 
 def pareto_plot(runs: list[Run], path: Path) -> Path | None:
     """Efficacy (and paraphrase, when every run has it) against locality; the Pareto front in red."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     pts = front(runs)
     if len(pts) <= 1:
         return None
     panels = [("ROUGE-L F1 (question)", [eff for _, eff, *_ in pts])]
     if all(para is not None for *_, para, _ in pts):
         panels.append(("ROUGE-L F1 (paraphrase)", [para for *_, para, _ in pts]))
+    plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.8), squeeze=False)
     try:
         for ax, (ylabel, ys) in zip(axes[0], panels):
