@@ -155,3 +155,17 @@ def test_the_public_api_exports_what_the_readme_uses():
     from importlib.metadata import version
 
     assert anyedit.__version__ == version("anyedit")
+
+
+def test_a_jsonl_corpus_is_streamed_line_by_line(tmp_path):
+    from anyedit.stats.corpus import iter_texts
+
+    f = tmp_path / "corpus.jsonl"
+    f.write_text('{"text": "first"}\n\n{"text": "second"}\n{"text": broken\n')
+    texts = iter_texts(str(f))
+    assert [next(texts), next(texts)] == ["first", "second"]  # read before the broken line is reached
+    with pytest.raises(CorpusError, match=r"corpus file .*corpus.jsonl, line 4: not valid JSON"):
+        next(texts)
+    f.write_text("not json\n")
+    with pytest.raises(CorpusError, match=r"corpus.jsonl, line 1: not valid JSON"):
+        list(iter_texts(str(f)))

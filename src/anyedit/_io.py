@@ -12,7 +12,7 @@ import contextlib
 import json
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,19 +71,43 @@ def read_records(path: str | Path, what: str = "file", error: type[AnyEditError]
     try:
         data = json.loads(text)
     except json.JSONDecodeError as whole:
-        records = []
-        for i, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                if i == 1:  # not JSONL either: the error of the file read as one JSON document is the clearer one
-                    raise error(f"{what} {path} is not valid JSON: neither a JSON list nor JSONL ({whole})") from None
-                raise error(f"{what} {path}, line {i}: not valid JSON ({e})") from None
-        data = records
+        try:
+            data = list(_jsonl(text.splitlines(), path, what, error))
+        except _FirstLine:  # not JSONL either: the error of the file read as one JSON document is the clearer one
+            raise error(f"{what} {path} is not valid JSON: neither a JSON list nor JSONL ({whole})") from None
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list) or not data:
         raise error(f"{what} {path} holds no records (expected a non-empty JSON list or JSONL)")
     return data
+
+
+class _FirstLine(Exception):
+    """The first record line of a file is not JSON (so the file is not JSONL at all)."""
+
+
+def _jsonl(lines: Iterable[str], path: Path, what: str, error: type[AnyEditError]) -> Iterator[Any]:
+    first = True
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError as e:
+            if first:
+                raise _FirstLine from None
+            raise error(f"{what} {path}, line {i}: not valid JSON ({e})") from None
+        first = False
+
+
+def iter_jsonl(path: str | Path, what: str = "file", error: type[AnyEditError] = RequestError) -> Iterator[Any]:
+    """The records of a JSONL file, read line by line (a large corpus is never held whole); errors as
+    :func:`read_records`."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} not found: {path}")
+    with path.open(encoding="utf-8") as f:
+        try:
+            yield from _jsonl(f, path, what, error)
+        except _FirstLine:
+            raise error(f"{what} {path}, line 1: not valid JSON") from None

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .._io import read_records
+from .._io import iter_jsonl, read_records
 from ..errors import CorpusError
 from ..model.generation import seeded, without_model_defaults
 from ..model.state import input_device
@@ -84,7 +84,9 @@ def _wiki_texts() -> Iterator[str]:
 
 def _file_texts(path: Path) -> Iterator[str]:
     if path.suffix in (".json", ".jsonl"):
-        for i, rec in enumerate(read_records(path, "corpus file", CorpusError), 1):
+        records = iter_jsonl(path, "corpus file", CorpusError) if path.suffix == ".jsonl" else \
+            read_records(path, "corpus file", CorpusError)  # JSONL is streamed: a corpus may be large
+        for i, rec in enumerate(records, 1):
             if not isinstance(rec, dict):
                 raise CorpusError(f"{path}, record {i}: not a JSON object with a 'text' field")
             text = rec.get("text")
