@@ -121,7 +121,8 @@ def main() -> None:
                "statistics_s": res.timings.get("statistics_s", 0.0), "edit_s": secs, "unit_s": unit,
                "edit_units": secs / unit, "rougeL_f": rouge(req.answer, answer)["rougeL_f"],
                "probe_tokens_kept": loc.token_agreement if loc else None, "probe_nll_change": loc.nll_change
-               if loc else None, "paris": paris}
+               if loc else None, "paris": paris, "realised_fraction": _per_round(res, "realised_fraction"),
+               "anchor_mse": _per_round(res, "anchor_mse")}
         rows.append(row)
         step_text = "; ".join(f"{statistics.mean(s):.0f}/{max(s)}" for s in steps) or "-"
         print(f"| {req.id} | {n} | {row['chunks']} | {row['rounds']}{' +check' if check else ''} | {step_text} | "

@@ -81,6 +81,25 @@ def test_make_chunks_places_anchors():
     assert len(single) == 1 and single[0].anchors == (p - 1,) and single[0].end == len(prep.target_ids)
 
 
+def test_anchor_span_spreads_later_chunks_over_the_tokens_before_them():
+    tok = tiny_tokenizer()
+    prep = prepare_request(tok, EditRequest("What is the answer?", "The quick brown fox jumps over the lazy dog."),
+                           PromptConfig())
+    p = prep.prompt_len
+    one = make_chunks(prep, ChunkingConfig(window=4))
+    three = make_chunks(prep, ChunkingConfig(window=4, anchor_span=3))
+    assert [(c.start, c.end) for c in three] == [(c.start, c.end) for c in one]
+    assert three[0].anchors == one[0].anchors  # the first chunk follows first_anchor
+    assert [c.anchors for c in three[1:]] == [tuple(range(p + c.start - 3, p + c.start)) for c in three[1:]]
+    # never back over the previous chunk's anchors: with a span longer than the window they stay disjoint, in order
+    wide = make_chunks(prep, ChunkingConfig(window=2, first_anchor="question", anchor_span=5))
+    flat = [a for c in wide for a in c.anchors]
+    assert flat == sorted(set(flat)) and wide[2].anchors[0] == wide[1].anchors[-1] + 1
+    assert all(c.anchors[-1] == p + c.start - 1 for c in wide[1:])
+    with pytest.raises(ConfigError, match="anchor_span"):
+        ChunkingConfig(anchor_span=0)
+
+
 def test_subject_last_anchor_is_the_subjects_last_token():
     tok = tiny_tokenizer()
     req = EditRequest("Where was the quick brown fox born?", "The lazy dog.", subject="quick brown fox")

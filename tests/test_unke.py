@@ -56,3 +56,40 @@ def test_unke_refuses_several_layers_or_another_value_layer(llama, tmp_path):
     with pytest.raises(ConfigError, match="value.layer"):
         anyedit.compute_edits(model, tok, REQ, _cfg(tmp_path, **{"value.layer": 1}),
                               stats_cache=CovarianceCache(tmp_path), show_progress=False)
+
+
+def test_unke_margin_stop_checks_the_edited_models_own_answer_margin(llama, tmp_path, monkeypatch):
+    from anyedit.model.logits import argmax_margin
+
+    model, tok = llama
+    cache = CovarianceCache(tmp_path, False)
+    # a margin it never reaches: every step runs, and the margin it reports is the edited model's own
+    res = anyedit.compute_edits(model, tok, REQ, _cfg(tmp_path, **{"backend.stop_margin": 1e6, "rounds": 1,
+                                                                   "backend.steps": 12, "backend.check_every": 5}),
+                                stats_cache=cache, show_progress=False)
+    d = res.diagnostics
+    assert d["update_steps"] == 12 and d["reproduced"] is False
+    prep = prepare_request(tok, REQ, res.config.prompt)
+    ids = torch.tensor([prep.ids])
+    with res.applied(model):
+        logits = model(input_ids=ids).logits[0]
+    own = argmax_margin(logits[prep.prompt_len - 1: -1], ids[0, prep.prompt_len:])
+    assert d["answer_margin"] == pytest.approx(own, abs=1e-4)
+    # once the check passes, the update stops there and no further round runs (the tiny random model never gets
+    # its answer reproduced, so the check is made to pass at the 10th step)
+    from anyedit.backends import unke
+
+    seen = []
+
+    def passes_at_ten(self, out, prepared):
+        seen.append(1)
+        return 5.0 if len(seen) == 3 else -1.0
+
+    monkeypatch.setattr(unke._LayerIO, "answer_margin", passes_at_ten)
+    res = anyedit.compute_edits(model, tok, REQ, _cfg(tmp_path, **{"backend.stop_margin": 0.5, "rounds": 3,
+                                                                   "backend.check_every": 5}),
+                                stats_cache=cache, show_progress=False)
+    assert res.diagnostics["update_steps"] == 10 and res.diagnostics["reproduced"] is True
+    assert len(res.diagnostics["rounds"]) == 1 and len(seen) == 3  # checked at steps 0, 5 and 10
+    with pytest.raises(ConfigError, match="stop_margin"):
+        _cfg(tmp_path, **{"backend.stop_margin": -1.0})

@@ -82,21 +82,31 @@ def test_search_lowers_every_chunk_loss_and_respects_clamp(llama):
     torch.testing.assert_close(vt.targets, vt.h_init + vt.shifts)
 
 
-@pytest.mark.parametrize("first_anchor", ["prompt_end", "question"])
-def test_all_vectors_at_once_reproduce_each_chunk_loss(llama, first_anchor):
-    """Reference §5.9: later vectors cannot change earlier chunks' losses under causal attention."""
+@pytest.mark.parametrize("first_anchor,span", [("prompt_end", 1), ("question", 1), ("question", 3)])
+def test_all_vectors_at_once_reproduce_each_chunk_loss(llama, first_anchor, span):
+    """Reference §5.9: later vectors cannot change earlier chunks' losses under causal attention, so each chunk's
+    reported loss is its loss with every vector applied. A chunk whose vectors are spread over the previous chunk's
+    last tokens (anchor_span) is scored on every token they can change (so that it cannot buy its own tokens with
+    the previous chunk's): its loss is checked with the vectors up to its own applied."""
     model, tok = llama
-    spec, prep, chunks = _setup(model, tok, first_anchor=first_anchor)
+    spec = get_spec(model)
+    prep = prepare_request(tok, EditRequest("What is the answer?", ANSWER), PromptConfig())
+    chunks = make_chunks(prep, ChunkingConfig(window=6, first_anchor=first_anchor, anchor_span=span))
     vt = search_values(model, spec, prep.ids, prep.prompt_len, chunks, 2, ValueConfig(max_steps=15, stop_loss=0.0))
     seq = torch.tensor([prep.ids])
-    with torch.no_grad(), add_to_output(model.get_submodule(spec.layer_path(2)), [0] * len(vt.positions),
-                                        vt.positions, vt.shifts):
-        logp = torch.log_softmax(model(input_ids=seq).logits[0].float(), -1)
-    for c, r in zip(chunks, vt.reports):
-        pos = torch.arange(prep.prompt_len + c.start - 1, prep.prompt_len + c.end - 1)
+    p = prep.prompt_len
+    rows = 0
+    for k, (c, r) in enumerate(zip(chunks, vt.reports)):
+        rows += len(c.anchors)
+        upto = rows if span > 1 else len(vt.positions)
+        with torch.no_grad(), add_to_output(model.get_submodule(spec.layer_path(2)), [0] * upto,
+                                            vt.positions[:upto], vt.shifts[:upto]):
+            logp = torch.log_softmax(model(input_ids=seq).logits[0].float(), -1)
+        first = max(0, min(c.start, c.anchors[0] + 1 - p))  # the first answer token its vectors can change
+        assert (first < c.start) == (span > 1 and k > 0)
+        pos = torch.arange(p + first - 1, p + c.end - 1)
         nll = -logp[pos, seq[0, pos + 1]].mean()
         assert float(nll) == pytest.approx(r.nll_after, abs=1e-4)
-
 
 def test_search_leaves_model_and_flags_untouched(llama):
     model, tok = llama
@@ -158,11 +168,59 @@ def test_margin_stop_ends_a_chunk_at_the_first_step_that_reaches_the_margin():
 
     h, weights = torch.ones(1, 8), torch.ones(1)
     strict = ValueConfig(lr=0.05, max_steps=300, weight_decay=0.0, stop_loss=1e-3, stop_token_nll=1e-2)
-    _, rep_strict = _optimise(step, h, labels, strict, weights)
+    _, (rep_strict,) = _optimise(step, h, labels, strict, weights)
     seen.clear()
-    delta, rep = _optimise(step, h, labels, ValueConfig(**{**strict.to_dict(), "stop_margin": 2.0}), weights)
+    delta, (rep,) = _optimise(step, h, labels, ValueConfig(**{**strict.to_dict(), "stop_margin": 2.0}), weights)
     assert 0 < rep["steps"] < rep_strict["steps"]
     assert seen[-1] >= 2.0 and all(m < 2.0 for m in seen[:-1])  # stopped at the first step that got there
     assert argmax_margin(step(delta), labels) >= 2.0  # the returned vector is the one that reached it
     with pytest.raises(Exception, match="stop_margin"):
         ValueConfig(stop_margin=-1.0)
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_joint_search_reports_each_chunks_loss_with_every_vector_applied(llama, cached):
+    """All chunks at once (one pass over the answer per step): each chunk's reported NLL is its NLL with every
+    vector in place, the cached and full implementations agree, and every chunk's loss went down."""
+    model, tok = llama
+    spec, prep, chunks = _setup(model, tok, first_anchor="question")
+    cfg = ValueConfig(max_steps=15, lr=0.05, stop_loss=0.0, joint=True, cache_prefix=cached)
+    vt = search_values(model, spec, prep.ids, prep.prompt_len, chunks, 2, cfg)
+    assert vt.positions == [a for c in chunks for a in c.anchors] and len(vt.reports) == len(chunks)
+    seq = torch.tensor([prep.ids])
+    with torch.no_grad(), add_to_output(model.get_submodule(spec.layer_path(2)), [0] * len(vt.positions),
+                                        vt.positions, vt.shifts):
+        logp = torch.log_softmax(model(input_ids=seq).logits[0].float(), -1)
+    for c, r in zip(chunks, vt.reports):
+        pos = torch.arange(prep.prompt_len + c.start - 1, prep.prompt_len + c.end - 1)
+        assert float(-logp[pos, seq[0, pos + 1]].mean()) == pytest.approx(r.nll_after, abs=1e-4)
+        assert r.nll_after < r.nll_before and r.steps == 15
+    other = search_values(model, spec, prep.ids, prep.prompt_len, chunks, 2,
+                          ValueConfig(**{**cfg.to_dict(), "cache_prefix": not cached}))
+    torch.testing.assert_close(other.shifts, vt.shifts, rtol=1e-3, atol=1e-4)
+
+
+def test_joint_optimiser_holds_a_done_chunk_while_the_others_move():
+    """Two groups sharing a head: the first is already reproduced by the margin, so its vector stays exactly
+    where it is although the second group's loss pulls on it; the search ends when the second gets there."""
+    from anyedit.editing.values import _optimise, argmax_margin
+
+    torch.manual_seed(0)
+    w = torch.randn(8, 5)
+    labels = torch.tensor([0, 3, 3])
+
+    def step(delta):  # row 0 reads delta[0]; rows 1-2 read both vectors
+        base = torch.zeros(5)
+        base[0] = 10.0
+        first = base + delta[0] @ w
+        second = (torch.ones(8) + delta[0] + delta[1]) @ w
+        return torch.stack([first, second, second])
+
+    h, weights = torch.ones(2, 8), torch.ones(2)
+    groups = [(slice(0, 1), slice(0, 1)), (slice(1, 2), slice(1, 3))]
+    cfg = ValueConfig(lr=0.05, max_steps=300, weight_decay=0.0, stop_loss=0.0, stop_margin=1.0)
+    delta, reps = _optimise(step, h, labels, cfg, weights, groups=groups)
+    assert reps[0]["steps"] == 0 and torch.equal(delta[0], torch.zeros(8))
+    assert 0 < reps[1]["steps"] < 300 and delta[1].norm() > 0
+    logits = step(delta)
+    assert argmax_margin(logits[1:], labels[1:]) >= 1.0 and argmax_margin(logits[:1], labels[:1]) >= 1.0

@@ -22,8 +22,10 @@ from torch import nn
 from ..config import BackendConfig, check_int, check_number
 from ..model.batching import pad_batch
 from ..model.hooks import capture, replayed_layers, stop_after
+from ..model.logits import argmax_margin
 from ..model.state import input_device, training
 from ..model.weights import Delta
+from ..types import PreparedRequest
 from .base import BackendOutput, EditContext, register_backend
 
 log = logging.getLogger(__name__)
@@ -36,8 +38,12 @@ class UnkeConfig(BackendConfig):
     Loss = ``edit_weight * MSE(anchors -> targets) + kp_weight * MSE(other edit positions -> unchanged)
     + preserve_weight * MSE(preservation conversations -> unchanged)``, each a mean over its own positions.
     ``preserve_batch`` conversations are sampled per step (seeded). Stops early when the anchor error is
-    below ``tol`` times its starting value. (``kp_weight`` keeps the other positions of the edit texts, as the
-    same-named term of MEMIT and AlphaEdit; configs that call it ``keep_weight``, its earlier name, still load.)
+    below ``tol`` times its starting value, or (``stop_margin`` set) as soon as the edited model reproduces every
+    edit text: each answer token, teacher-forced, is the argmax by at least ``stop_margin`` in log-probability
+    (so greedy decoding returns the answer), checked every ``check_every`` steps. An update that stops that way
+    reports ``reproduced`` and no further refinement round is run. (``kp_weight`` keeps the other positions of the
+    edit texts, as the same-named term of MEMIT and AlphaEdit; configs that call it ``keep_weight``, its earlier
+    name, still load.)
     """
 
     method: ClassVar[str] = "unke"
@@ -51,6 +57,8 @@ class UnkeConfig(BackendConfig):
     preserve_weight: float = 1.0
     preserve_batch: int = 16
     tol: float = 0.0
+    stop_margin: float | None = None
+    check_every: int = 5
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -60,6 +68,9 @@ class UnkeConfig(BackendConfig):
         for name in ("weight_decay", "edit_weight", "kp_weight", "preserve_weight", "tol"):
             check_number(c, name, getattr(self, name), allow_zero=True)
         check_int(c, "preserve_batch", self.preserve_batch)
+        if self.stop_margin is not None:
+            check_number(c, "stop_margin", self.stop_margin, allow_zero=True)
+        check_int(c, "check_every", self.check_every)
         check_int(c, "seed", self.seed, minimum=0)
 
     @classmethod
@@ -94,6 +105,15 @@ class _LayerIO:
             else:
                 self.model(input_ids=ids, attention_mask=mask, use_cache=False)
         return rec.outputs[self.path]
+
+    @torch.no_grad()
+    def answer_margin(self, out: torch.Tensor, prepared: list[PreparedRequest]) -> float:
+        """The smallest argmax margin of the answer tokens of every row, with this layer's output ``out``
+        replayed and the layers above it run by the model's own forward."""
+        with replayed_layers(self.layers, self.layer, out.detach()):
+            logits = self.model(input_ids=self.ids, attention_mask=self.mask, use_cache=False).logits
+        return min(argmax_margin(logits[b, p.prompt_len - 1: len(p.ids) - 1], self.ids[b, p.prompt_len: len(p.ids)])
+                   for b, p in enumerate(prepared))
 
 
 def _mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -133,8 +153,17 @@ class UnkeBackend:
             opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                      {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
             start_err = None
-            for step in range(cfg.steps):
+            margin: float | None = None
+            steps = 0
+            for step in range(cfg.steps + 1):
+                last = step == cfg.steps
+                if last and cfg.stop_margin is None:
+                    break
                 out = edit.run()
+                if cfg.stop_margin is not None and (step % cfg.check_every == 0 or last):
+                    margin = edit.answer_margin(out, ctx.prepared)
+                    if margin >= cfg.stop_margin or last:
+                        break
                 l_edit = _mse(out, target, anchor_mask)
                 l_keep = _mse(out, edit.outputs, keep_mask)
                 loss = cfg.edit_weight * l_edit + cfg.kp_weight * l_keep
@@ -149,14 +178,20 @@ class UnkeBackend:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                steps += 1
             with torch.no_grad():
                 deltas = {f"{ctx.spec.layer_path(layer)}.{n}": Delta(dense=(p.detach() - p0).float())
                           for (n, p), p0 in zip(params.items(), original)}
                 final = _mse(edit.run(), target, anchor_mask).item()
         realised = 1 - (final / history[0]) ** 0.5 if history and history[0] > 0 else 1.0
-        log.info("unke: anchor error %.4f -> %.4f in %d steps (%.0f%% of the change realised)",
-                 history[0] if history else 0, final, len(history), 100 * realised)
-        return BackendOutput(deltas, {"anchor_mse": history, "anchor_mse_final": final, "realised_fraction": realised})
+        log.info("unke: anchor error %.4f -> %.4f in %d steps (%.0f%% of the change realised)%s",
+                 history[0] if history else 0, final, steps, 100 * realised,
+                 "" if margin is None else f"; answer margin {margin:.2f}")
+        diagnostics: dict[str, Any] = {"anchor_mse": history, "anchor_mse_final": final,
+                                       "realised_fraction": realised, "update_steps": steps}
+        if margin is not None:
+            diagnostics.update(answer_margin=margin, reproduced=margin >= cfg.stop_margin)
+        return BackendOutput(deltas, diagnostics)
 
 
 register_backend("unke", UnkeBackend, UnkeConfig)

@@ -262,7 +262,8 @@ def _run_rounds(model: nn.Module, tokenizer: Any, spec: ArchSpec, plan: _Plan, c
                 layers: tuple[int, ...], z: int, backend: Any, st: _StatisticsAccess, history: EditHistory | None,
                 value_cache: ValueCache | None, show_progress: bool) -> _Rounds:
     """Value search then update, ``config.rounds`` times at most: each later round searches again on the model with
-    the deltas so far applied and adds the backend's correction; it stops once every chunk is reproduced. The
+    the deltas so far applied and adds the backend's correction; it stops once every chunk is reproduced (a search
+    that needs no step, or an update that reports ``reproduced``, having checked the answers itself). The
     model is left exactly as it was, whatever happens. Each round records its chunks' NLL before the search,
     their optimiser steps and its seconds of value search and update; a last search that found every chunk
     reproduced is ``final_check``."""
@@ -299,6 +300,9 @@ def _run_rounds(model: nn.Module, tokenizer: Any, spec: ArchSpec, plan: _Plan, c
                 out.deltas[name] = out.deltas[name].merged(d) if name in out.deltas else d
             for layer, k in update.edited_keys.items():
                 out.edited_keys.setdefault(layer, k)  # the keys the first (main) round wrote at
+            if update.diagnostics.get("reproduced"):
+                log.info("round %d: the update reproduces every edit text; stopping", rnd + 1)
+                break
     finally:
         restore(model, backup)
     return out

@@ -4,7 +4,10 @@ For chunk k, a vector ``delta_k`` is added to the output of decoder layer ``z`` 
 position, with the vectors of chunks ``< k`` already applied, and optimised so that the model
 generates the chunk's tokens given the prompt and the previous chunks.
 
-Two exact implementations:
+With ``ValueConfig.joint`` all chunks' vectors are optimised at once, in one pass over the whole answer per step
+(the sum of the chunks' losses; a chunk that is done holds its vectors while the others move), so every vector
+also sees the later chunks' losses. Otherwise each chunk is optimised in turn. Two exact implementations of a
+step:
 
 * ``cache_prefix=True`` (default). ``delta_k`` cannot change (a) anything before the anchor, nor
   (b) layers ``0..z`` anywhere. So once per chunk we run the prefix before the anchor (with the earlier
@@ -31,8 +34,11 @@ from torch import nn
 from ..config import ValueConfig
 from ..model.arch import ArchSpec
 from ..model.hooks import add_to_output, capture, replayed_layers, stop_after
+from ..model.logits import argmax_margin
 from ..model.state import eval_mode, frozen, input_device
 from ..types import Chunk, ChunkReport, ValueTargets
+
+__all__ = ["ValueCache", "argmax_margin", "search_values"]
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +102,8 @@ def search_values(model: nn.Module, spec: ArchSpec, ids: Sequence[int], prompt_l
                   chunks: Sequence[Chunk], layer: int, cfg: ValueConfig,
                   progress: Any | None = None, anchor_weights: dict[int, float] | None = None,
                   init: Sequence[torch.Tensor | None] | None = None) -> ValueTargets:
-    """Optimise the vectors of all chunks of one request, in order. The model is not modified.
+    """Optimise the vectors of all chunks of one request (in order, or all at once with ``cfg.joint``). The
+    model is not modified.
 
     ``anchor_weights`` (optional, position -> weight) scales the weight decay of individual anchors, so that
     a chunk with several anchors puts its change where it is cheap. ``init`` (optional, per chunk) starts
@@ -105,41 +112,83 @@ def search_values(model: nn.Module, spec: ArchSpec, ids: Sequence[int], prompt_l
     device = input_device(model)
     seq = torch.tensor([list(ids)], device=device)
     layer_path = spec.layer_path(layer)
-    h_rows: list[torch.Tensor] = []
-    d_rows: list[torch.Tensor] = []
-    positions: list[int] = []
+    make_step = _cached_step if cfg.cache_prefix else _full_step
+
+    def weights_of(anchors: Sequence[int], on: torch.device) -> torch.Tensor:
+        return torch.tensor([(anchor_weights or {}).get(a, 1.0) for a in anchors], device=on)
+
+    def init_of(k: int, n: int) -> torch.Tensor | None:
+        d = None if init is None else init[k]
+        return d if d is not None and d.shape[0] == n else None
+
     reports: list[ChunkReport] = []
     with eval_mode(model), frozen(model):
-        for k, chunk in enumerate(chunks):
+        if cfg.joint and len(chunks) > 1:
             t0 = time.perf_counter()
-            last = prompt_len + chunk.end - 2  # last position whose logits we need
-            labels = seq[0, prompt_len + chunk.start: last + 2]
-            prev = (positions, torch.stack(d_rows) if d_rows else None)
-            step_fn, h = (_cached_step if cfg.cache_prefix else _full_step)(
-                model, seq, layer_path, layer, spec, chunk, last, prev)
-            weights = torch.tensor([(anchor_weights or {}).get(a, 1.0) for a in chunk.anchors], device=h.device)
-            delta, rep = _optimise(step_fn, h, labels, cfg, weights, None if init is None else init[k])
-            reports.append(ChunkReport(start=chunk.start, end=chunk.end, anchors=list(chunk.anchors),
-                                       seconds=time.perf_counter() - t0, **rep))
-            h_rows.extend(h)
-            d_rows.extend(delta)
-            positions.extend(chunk.anchors)
-            log.debug("chunk [%d,%d) anchors %s: NLL %.3f -> %.3f in %d steps, |d|/|h| %.2f", chunk.start,
-                      chunk.end, list(chunk.anchors), rep["nll_before"], rep["nll_after"], rep["steps"],
-                      rep["delta_norm"] / max(rep["h_norm"], 1e-12))
+            union = Chunk(start=chunks[0].start, end=max(c.end for c in chunks),
+                          anchors=tuple(a for c in chunks for a in c.anchors))
+            last = prompt_len + union.end - 2
+            labels = seq[0, prompt_len + union.start: last + 2]
+            step_fn, h = make_step(model, seq, layer_path, layer, spec, union, last, ([], None), len(labels))
+            groups, row = [], 0
+            for c in chunks:
+                groups.append((slice(row, row + len(c.anchors)), slice(c.start - union.start, c.end - union.start)))
+                row += len(c.anchors)
+            inits = [init_of(k, len(c.anchors)) for k, c in enumerate(chunks)]
+            start = None if all(d is None for d in inits) else torch.cat(
+                [d.to(h) if d is not None else torch.zeros(len(c.anchors), h.shape[1]).to(h)
+                 for d, c in zip(inits, chunks)])
+            delta, reps = _optimise(step_fn, h, labels, cfg, weights_of(union.anchors, h.device), start, groups)
+            secs = (time.perf_counter() - t0) / len(chunks)
+            for c, rep in zip(chunks, reps):
+                reports.append(ChunkReport(start=c.start, end=c.end, anchors=list(c.anchors), seconds=secs, **rep))
             if progress is not None:
-                progress.update(1)
-    return ValueTargets(layer=layer, positions=positions, h_init=torch.stack(h_rows), shifts=torch.stack(d_rows),
-                        reports=reports)
+                progress.update(len(chunks))
+            h_all, d_all, positions = h, delta, list(union.anchors)
+        else:
+            h_rows: list[torch.Tensor] = []
+            d_rows: list[torch.Tensor] = []
+            positions = []
+            for k, chunk in enumerate(chunks):
+                t0 = time.perf_counter()
+                last = prompt_len + chunk.end - 2  # last position whose logits we need
+                # every answer token its vectors can change: the chunk's, and the previous chunk's last tokens when
+                # the vectors are spread over them (chunking.anchor_span)
+                first = max(0, min(chunk.start, chunk.anchors[0] + 1 - prompt_len))
+                labels = seq[0, prompt_len + first: last + 2]
+                prev = (positions, torch.stack(d_rows) if d_rows else None)
+                step_fn, h = make_step(model, seq, layer_path, layer, spec, chunk, last, prev, len(labels))
+                delta, (rep,) = _optimise(step_fn, h, labels, cfg, weights_of(chunk.anchors, h.device),
+                                          init_of(k, len(chunk.anchors)))
+                reports.append(ChunkReport(start=chunk.start, end=chunk.end, anchors=list(chunk.anchors),
+                                           seconds=time.perf_counter() - t0, **rep))
+                h_rows.extend(h)
+                d_rows.extend(delta)
+                positions.extend(chunk.anchors)
+                if progress is not None:
+                    progress.update(1)
+            h_all, d_all = torch.stack(h_rows), torch.stack(d_rows)
+    for r in reports[-len(chunks):]:
+        log.debug("chunk [%d,%d) anchors %s: NLL %.3f -> %.3f in %d steps, |d|/|h| %.2f", r.start, r.end,
+                  r.anchors, r.nll_before, r.nll_after, r.steps, r.delta_norm / max(r.h_norm, 1e-12))
+    return ValueTargets(layer=layer, positions=positions, h_init=h_all, shifts=d_all, reports=reports)
 
 
-def _optimise(step_fn: Any, h: torch.Tensor, labels: torch.Tensor, cfg: ValueConfig,
-              weights: torch.Tensor, init: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-    """Adam on ``delta [n_anchors, hidden]``; loss = NLL + sum_i w_i wd |delta_i| / |h_i|^2; per-row clamp.
+Groups = Sequence[tuple[slice, slice]]
 
-    Stops when the loss is below ``stop_loss`` and (if set) every token's NLL is below ``stop_token_nll``, or (if
-    ``stop_margin`` is set) when every token is the argmax by at least that log-probability margin.
+
+def _optimise(step_fn: Any, h: torch.Tensor, labels: torch.Tensor, cfg: ValueConfig, weights: torch.Tensor,
+              init: torch.Tensor | None = None, groups: Groups | None = None) -> tuple[torch.Tensor, list[dict]]:
+    """Adam on ``delta [n_anchors, hidden]``; loss = sum over groups of (mean NLL of the group's labels +
+    sum_i w_i wd |delta_i| / |h_i|^2 over its rows); per-row clamp. A group is the rows and labels of one chunk;
+    by default one group holds everything.
+
+    A group is done when its loss is below ``stop_loss`` and (if set) every token's NLL is below
+    ``stop_token_nll``, or (if ``stop_margin`` is set) when every token is the argmax by at least that
+    log-probability margin. The rows of a done group are held where they are (and move again if the group stops
+    being done); the search ends when every group is done. Returns the vectors and one report per group.
     """
+    groups = list(groups or [(slice(0, h.shape[0]), slice(0, labels.shape[0]))])
     h_norm = h.norm(dim=1)
     max_norm = cfg.clamp_norm * h_norm
     if init is not None and init.shape == h.shape:
@@ -147,39 +196,38 @@ def _optimise(step_fn: Any, h: torch.Tensor, labels: torch.Tensor, cfg: ValueCon
     else:
         delta = torch.zeros_like(h, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=cfg.lr)
-    first: tuple[float, float] | None = None
-    steps = 0
+    first: list[tuple[float, float]] = []
+    steps = [0] * len(groups)
     for it in range(cfg.max_steps + 1):
         logits = step_fn(delta)
         tok_nll = nn.functional.cross_entropy(logits.float(), labels, reduction="none")
-        nll_t = tok_nll.mean()
-        loss = nll_t + cfg.weight_decay * (weights * delta.norm(dim=1) / h_norm**2).sum()
-        nll, worst = nll_t.item(), tok_nll.max().item()
-        first = first or (nll, worst)
-        done = loss.item() < cfg.stop_loss and (cfg.stop_token_nll is None or worst < cfg.stop_token_nll)
-        if cfg.stop_margin is not None and not done:
-            done = argmax_margin(logits, labels) >= cfg.stop_margin
-        if done or it == cfg.max_steps:
+        reg = cfg.weight_decay * weights * delta.norm(dim=1) / h_norm**2
+        losses = [tok_nll[ls].mean() + reg[rs].sum() for rs, ls in groups]
+        nll = [tok_nll[ls].mean().item() for _, ls in groups]
+        worst = [tok_nll[ls].max().item() for _, ls in groups]
+        first = first or list(zip(nll, worst))
+        done = []
+        for g, (rs, ls) in enumerate(groups):
+            ok = losses[g].item() < cfg.stop_loss and (cfg.stop_token_nll is None or worst[g] < cfg.stop_token_nll)
+            if cfg.stop_margin is not None and not ok:
+                ok = argmax_margin(logits[ls], labels[ls]) >= cfg.stop_margin
+            done.append(ok)
+        if all(done) or it == cfg.max_steps:
             break
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        sum(losses).backward()
+        held = [(rs, delta[rs].detach().clone()) for (rs, _), ok in zip(groups, done) if ok]
         opt.step()
-        steps += 1
         with torch.no_grad():
+            for rs, value in held:
+                delta[rs] = value
             _clamp_rows(delta, max_norm)
+        for g, ok in enumerate(done):
+            steps[g] += not ok
     d = delta.detach()
-    return d, dict(steps=steps, nll_before=first[0], nll_after=nll, worst_before=first[1], worst_after=worst,
-                   delta_norm=d.norm().item(), h_norm=h_norm.norm().item())
-
-
-@torch.no_grad()
-def argmax_margin(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """The smallest, over positions, margin of the label's logit over the best other logit (= the log-probability
-    margin over the runner-up); positive when every label is the argmax."""
-    logits = logits.float()
-    target = logits.gather(1, labels[:, None]).squeeze(1)
-    other = logits.scatter(1, labels[:, None], float("-inf")).max(dim=1).values
-    return float((target - other).min())
+    return d, [dict(steps=steps[g], nll_before=first[g][0], nll_after=nll[g], worst_before=first[g][1],
+                    worst_after=worst[g], delta_norm=d[rs].norm().item(), h_norm=h_norm[rs].norm().item())
+               for g, (rs, _) in enumerate(groups)]
 
 
 def _clamp_rows(x: torch.Tensor, max_norm: torch.Tensor) -> torch.Tensor:
@@ -213,8 +261,10 @@ def _fresh_cache(cache: Any) -> Any:
 
 
 def _full_step(model: nn.Module, seq: torch.Tensor, layer_path: str, layer: int, spec: ArchSpec, chunk: Chunk,
-               last: int, prev: Prev) -> tuple[Any, torch.Tensor]:
-    """Reference implementation: the whole model over ``seq[: last + 1]`` with every vector applied."""
+               last: int, prev: Prev, n_labels: int | None = None) -> tuple[Any, torch.Tensor]:
+    """Reference implementation: the whole model over ``seq[: last + 1]`` with every vector applied; a step returns
+    the logits of the last ``n_labels`` positions (default: the chunk's)."""
+    n_labels = n_labels or chunk.size
     inp = seq[:, : last + 1]
     module = model.get_submodule(layer_path)
     h = _layer_outputs(model, layer_path, inp, use_cache=False)[0, list(chunk.anchors)].float()
@@ -225,14 +275,16 @@ def _full_step(model: nn.Module, seq: torch.Tensor, layer_path: str, layer: int,
         vecs = torch.cat([prev_d, delta]) if prev_d is not None else delta
         with add_to_output(module, [0] * len(cols), cols, vecs):
             logits = model(input_ids=inp, use_cache=False).logits
-        return logits[0, -chunk.size:]
+        return logits[0, -n_labels:]
 
     return step, h
 
 
 def _cached_step(model: nn.Module, seq: torch.Tensor, layer_path: str, layer: int, spec: ArchSpec, chunk: Chunk,
-                 last: int, prev: Prev) -> tuple[Any, torch.Tensor]:
-    """Prefix cache + replayed lower layers + logits only at label positions (exact, see module doc)."""
+                 last: int, prev: Prev, n_labels: int | None = None) -> tuple[Any, torch.Tensor]:
+    """Prefix cache + replayed lower layers + logits only at the last ``n_labels`` label positions (exact, see
+    module doc; at most the positions from the first anchor on)."""
+    n_labels = n_labels or chunk.size
     names = _forward_kwargs(model)
     module = model.get_submodule(layer_path)
     a0 = chunk.anchors[0]
@@ -252,12 +304,12 @@ def _cached_step(model: nn.Module, seq: torch.Tensor, layer_path: str, layer: in
     # layer output over the tail, computed once (the vectors do not change it)
     h_tail = _layer_outputs(model, layer_path, tail, use_cache=True, **cache_kw())
     h = h_tail[0, cols].float()
-    keep = {names["keep"]: chunk.size} if names["keep"] else {}
+    keep = {names["keep"]: n_labels} if names["keep"] else {}
 
     def step(delta: torch.Tensor) -> torch.Tensor:
         with replayed_layers(model.get_submodule(spec.layers), layer, h_tail), \
                 add_to_output(module, [0] * len(cols), cols, delta):
             logits = model(input_ids=tail, use_cache=True, **cache_kw(), **keep).logits
-        return logits[0, -chunk.size:]
+        return logits[0, -n_labels:]
 
     return step, h
