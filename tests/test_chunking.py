@@ -62,10 +62,15 @@ def test_sentence_spans_when_the_space_is_its_own_token():
     assert sentence_spans(offs, text, window=4) == [(0, 4), (4, 7)]  # the cut falls before "Bye", not before the space
 
 
+def _fox(tok):
+    """One short request, prepared with the default prompt (the anchor tests' common input)."""
+    return prepare_request(tok, EditRequest("What is the answer?", "The quick brown fox jumps over the lazy dog."),
+                           PromptConfig())
+
+
 def test_make_chunks_places_anchors():
     tok = tiny_tokenizer()
-    prep = prepare_request(tok, EditRequest("What is the answer?", "The quick brown fox jumps over the lazy dog."),
-                           PromptConfig())
+    prep = _fox(tok)
     p = prep.prompt_len
     chunks = make_chunks(prep, ChunkingConfig(window=4))
     assert chunks[0].anchors == (p - 1,)
@@ -83,8 +88,7 @@ def test_make_chunks_places_anchors():
 
 def test_anchor_span_spreads_later_chunks_over_the_tokens_before_them():
     tok = tiny_tokenizer()
-    prep = prepare_request(tok, EditRequest("What is the answer?", "The quick brown fox jumps over the lazy dog."),
-                           PromptConfig())
+    prep = _fox(tok)
     p = prep.prompt_len
     one = make_chunks(prep, ChunkingConfig(window=4))
     three = make_chunks(prep, ChunkingConfig(window=4, anchor_span=3))
@@ -166,8 +170,7 @@ def test_snapped_spans_stay_contiguous_and_within_reach(seed):
 
 def test_make_chunks_snaps_anchors_to_the_cheapest_key_only_when_asked():
     tok = tiny_tokenizer()
-    prep = prepare_request(tok, EditRequest("What is the answer?", "The quick brown fox jumps over the lazy dog."),
-                           PromptConfig())
+    prep = _fox(tok)
     p, n = prep.prompt_len, len(prep.target_ids)
     plain = make_chunks(prep, ChunkingConfig(window=4))
     scores = [0.0] * (p + n)

@@ -136,7 +136,7 @@ def search_values(model: nn.Module, spec: ArchSpec, ids: Sequence[int], prompt_l
                 row += len(c.anchors)
             inits = [init_of(k, len(c.anchors)) for k, c in enumerate(chunks)]
             start = None if all(d is None for d in inits) else torch.cat(
-                [d.to(h) if d is not None else torch.zeros(len(c.anchors), h.shape[1]).to(h)
+                [d.to(h) if d is not None else h.new_zeros(len(c.anchors), h.shape[1])
                  for d, c in zip(inits, chunks)])
             delta, reps = _optimise(step_fn, h, labels, cfg, weights_of(union.anchors, h.device), start, groups)
             secs = (time.perf_counter() - t0) / len(chunks)
@@ -202,8 +202,9 @@ def _optimise(step_fn: Any, h: torch.Tensor, labels: torch.Tensor, cfg: ValueCon
         logits = step_fn(delta)
         tok_nll = nn.functional.cross_entropy(logits.float(), labels, reduction="none")
         reg = cfg.weight_decay * weights * delta.norm(dim=1) / h_norm**2
-        losses = [tok_nll[ls].mean() + reg[rs].sum() for rs, ls in groups]
-        nll = [tok_nll[ls].mean().item() for _, ls in groups]
+        means = [tok_nll[ls].mean() for _, ls in groups]
+        losses = [m + reg[rs].sum() for m, (rs, _) in zip(means, groups)]
+        nll = [m.item() for m in means]
         worst = [tok_nll[ls].max().item() for _, ls in groups]
         first = first or list(zip(nll, worst))
         done = []
