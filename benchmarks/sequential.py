@@ -1,74 +1,100 @@
-"""Sequential editing: N edits applied one after another on the default model; how many of the earlier
-edits still reproduce at the end? AlphaEdit+ (with its running sum of earlier keys, ``EditHistory``) next
-to MEMIT+. Prints a markdown table.
+"""Many long edits on the default model: one after another (an edit stack) or all in one batch. Do the earlier
+edits survive the later ones? Prints a markdown table.
 
-    .venv/bin/python benchmarks/sequential.py [--methods alphaedit,memit] [--n 10]
-        [--file ../shared/data/mquake_cf_dev.json] [--set KEY=VALUE]
+    .venv/bin/python benchmarks/sequential.py [--methods unke] [--n 10] [--source mq|uk] [--batch]
+        [--probes 40] [--set KEY=VALUE ...] [--out rows.jsonl]
 
-Records: the first N MQuAKE-CF (AKEW) records of ../shared/data (question + ``fact_new_uns``). Each edit is
-computed on the model with every earlier edit applied, then applied. At the end every question is asked
-again; an edit "still reproduces" when the ROUGE-L F1 of the answer vs. its new answer is >= 0.9.
+Records: the first N usable records of a dev sample in ../shared/data: ``mq`` MQuAKE-CF (AKEW; question +
+``fact_new_uns``), ``uk`` UnKEBench (question + answer). Sequential: each edit is added to an ``EditStack`` (a
+temporary directory), i.e. computed on the model with every earlier edit applied and with their history (the keys
+they were written at, the texts they were made on), which the method protects; right after its own edit, the
+question is asked. Batch: all N in one ``compute_edits`` call. At the end, every question is asked again (greedy)
+and scored with ROUGE-L F1 against its new answer (reproduced: >= 0.9); locality is measured against the
+*unedited* model on the built-in probe prompts; "Paris": "What is the capital of France?" still says Paris.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 
 import anyedit
+from anyedit.cli.options import parse_set
 from anyedit.eval.datasets import load_dataset
+from anyedit.eval.locality import LocalityProbe
+from anyedit.eval.metrics import rouge
 from anyedit.model.generation import generate
 from anyedit.model.prompts import prepare_request
+from anyedit.stats.preserve import builtin_prompts
+
+FILES = {"mq": "mquake_cf_dev.json", "uk": "unkebench_dev.json"}
+
+
+def _answer(model, tok, req, prompt) -> float:
+    n = len(prepare_request(tok, req, prompt).target_ids)
+    return rouge(req.answer, generate(model, tok, req.question, prompt, max_new_tokens=n + 16)[0])["rougeL_f"]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--methods", default="alphaedit,memit")
+    ap.add_argument("--methods", default="unke")
     ap.add_argument("--n", type=int, default=10)
-    ap.add_argument("--file", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" /
-                                          "mquake_cf_dev.json"))
-    ap.add_argument("--set", action="append", default=[], help="KEY=VALUE config override")
+    ap.add_argument("--source", default="mq", choices=sorted(FILES))
+    ap.add_argument("--batch", action="store_true", help="all N edits in one call instead of one after another")
+    ap.add_argument("--probes", type=int, default=40, help="built-in probe prompts for locality (0 = off)")
+    ap.add_argument("--set", action="append", type=parse_set, default=[], metavar="KEY=VALUE")
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    ap.add_argument("--out", help="also append one JSON row per run to this file")
     args = ap.parse_args()
-    from rouge_score import rouge_scorer
-
-    rouge = rouge_scorer.RougeScorer(["rougeL"])
     model, tok = anyedit.load_model()
-    records = load_dataset(args.file, limit=args.n).records
-    print("| method | edits | right after its edit (R-L >= 0.9) | still at the end | mean R-L at the end | "
-          "Paris kept | total s |")
-    print("|---|---|---|---|---|---|---|")
+    requests = [r.request for r in load_dataset(str(Path(args.data) / FILES[args.source]), limit=args.n).records]
+    mode = "batch" if args.batch else "sequential"
+    print(f"{args.source}: {len(requests)} records, {mode}; overrides {dict(args.set)}", flush=True)
+    print("| N | mode | method | reproduced right after its own edit | reproduced after all | mean R-L after all | "
+          "probe tokens kept | probe NLL change | Paris kept | total s |")
+    print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
     for method in args.methods.split(","):
         cfg = anyedit.preset_config(model, method)
         if args.set:
-            cfg = cfg.with_overrides({k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)})
-        history = anyedit.EditHistory()
-        applied, right_after = [], []
+            cfg = cfg.with_overrides(dict(args.set))
+        probe = LocalityProbe(model, tok, cfg.prompt, builtin_prompts("probe")[: args.probes]) if args.probes else None
+        right_after: list[float] = []
         t = time.perf_counter()
-        try:
-            for rec in records:
-                req = rec.request
-                res = anyedit.compute_edits(model, tok, req, cfg, show_progress=False, history=history)
-                res.apply(model)
-                applied.append(res)
-                n = len(prepare_request(tok, req, cfg.prompt).target_ids)
-                ans = generate(model, tok, req.question, cfg.prompt, max_new_tokens=n + 16)[0]
-                right_after.append(rouge.score(req.answer, ans)["rougeL"].fmeasure)
-            end = []
-            for rec in records:
-                n = len(prepare_request(tok, rec.request, cfg.prompt).target_ids)
-                ans = generate(model, tok, rec.request.question, cfg.prompt, max_new_tokens=n + 16)[0]
-                end.append(rouge.score(rec.request.answer, ans)["rougeL"].fmeasure)
-            paris = "Paris" in generate(model, tok, "What is the capital of France?", cfg.prompt, 20)[0]
-        finally:
-            for res in reversed(applied):
-                res.revert(model)
-        secs = time.perf_counter() - t
-        print(f"| {method}+ | {len(records)} | {sum(x >= 0.9 for x in right_after)} | {sum(x >= 0.9 for x in end)} | "
-              f"{sum(end) / len(end):.2f} | {'yes' if paris else 'no'} | {secs:.0f} |", flush=True)
-        print("  per edit, right after / at the end: " +
-              ", ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(right_after, end)), flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            stack = anyedit.EditStack(Path(tmp) / "stack")
+            if args.batch:
+                res = anyedit.compute_edits(model, tok, requests, cfg, show_progress=False)
+                stack.push(res)
+            else:
+                for i, req in enumerate(requests, 1):
+                    stack.edit(model, tok, req, cfg, show_progress=False)
+                    with stack.applied(model):
+                        right_after.append(_answer(model, tok, req, cfg.prompt))
+                    print(f"  edit {i}: R-L right after {right_after[-1]:.2f} "
+                          f"({time.perf_counter() - t:.0f} s so far)", flush=True)
+            secs = time.perf_counter() - t
+            with stack.applied(model):
+                end = [_answer(model, tok, r, cfg.prompt) for r in requests]
+                rep = probe.compare(model) if probe is not None else None
+                paris = "Paris" in generate(model, tok, "What is the capital of France?", cfg.prompt, 20)[0]
+        after = "–" if args.batch else f"{sum(x >= 0.9 for x in right_after)}/{len(requests)}"
+        kept = f"{rep.token_agreement:.3f}" if rep else "–"
+        nll = f"{rep.nll_change:+.3f}" if rep else "–"
+        print(f"| {len(requests)} | {mode} | {method} | {after} | {sum(x >= 0.9 for x in end)}/{len(requests)} | "
+              f"{sum(end) / len(end):.2f} | {kept} | {nll} | {'yes' if paris else 'no'} | {secs:.0f} |", flush=True)
+        print("  per edit " + ("(right after / after all): " + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in
+                                                                        zip(right_after, end))
+                                if right_after else "(after all): " + ", ".join(f"{b:.2f}" for b in end)), flush=True)
+        if args.out:
+            row = {"source": args.source, "n": len(requests), "mode": mode, "method": method,
+                   "overrides": dict(args.set), "right_after": right_after, "end": end,
+                   "probe_tokens_kept": rep.token_agreement if rep else None,
+                   "probe_nll_change": rep.nll_change if rep else None, "paris": paris, "seconds": secs}
+            with open(args.out, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":

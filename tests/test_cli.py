@@ -130,6 +130,46 @@ def test_requests_file_and_apply(model_dirs, tmp_path, capsys):
     capsys.readouterr()
 
 
+def test_edit_stack_from_the_command_line(model_dirs, tmp_path, capsys):
+    """`edit --stack` adds edits one after the other; `ask`/`apply --edit STACK` apply them all in order; `stack list`
+    shows them, `stack pop` removes the last; another model is refused."""
+    import transformers as tf
+
+    from anyedit.editing.stack import EditStack
+    from anyedit.model.generation import generate
+
+    stack = tmp_path / "stack"
+    for q, a in (("What is the answer?", "The capital of France is Paris."), ("Who is it?", "A quick brown fox.")):
+        assert main(["edit", "--model", str(model_dirs["a"]), "--question", q, "--answer", a, "--stack", str(stack),
+                     "--no-compare", *_fast(model_dirs, tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "as member 1" in out and "as member 2" in out
+    assert main(["stack", "list", str(stack)]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert "2 edit(s)" in listing[0] and "What is the answer?" in listing[1] and "Who is it?" in listing[2]
+    # ask with the stack = the base model with both edits applied in order
+    assert main(["ask", "--model", str(model_dirs["a"]), "--question", "Who is it?", "--edit", str(stack),
+                 "--max-new-tokens", "5", "-q", "--cache-dir", str(tmp_path / "cache")]) == 0
+    answer = capsys.readouterr().out
+    model = tf.AutoModelForCausalLM.from_pretrained(model_dirs["a"])
+    tok = tf.AutoTokenizer.from_pretrained(model_dirs["a"])
+    opened = EditStack(stack)
+    with opened.applied(model):
+        expected = generate(model, tok, "Who is it?", opened.config.prompt, max_new_tokens=5)[0]
+        stacked = {n: p.clone() for n, p in model.state_dict().items()}
+    assert answer == expected + "\n"
+    out_model = tmp_path / "stacked-model"
+    assert main(["apply", "--model", str(model_dirs["a"]), "--edit", str(stack), "--out", str(out_model), "-q",
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    written = tf.AutoModelForCausalLM.from_pretrained(out_model).state_dict()
+    assert all(torch.equal(written[n], p) for n, p in stacked.items() if n in written)
+    _bad(capsys, ["ask", "--model", str(model_dirs["b"]), "--question", "Q?", "--edit", str(stack), "-q",
+                  "--cache-dir", str(tmp_path / "cache")], "differs in")
+    assert main(["stack", "pop", str(stack)]) == 0
+    assert "1 left" in capsys.readouterr().out and len(EditStack(stack)) == 1
+    _bad(capsys, ["stack", "list", str(tmp_path)], "is not an edit stack")
+
+
 def test_empty_answer(model_dirs, tmp_path, capsys):
     save = tmp_path / "edit"
     _bad(capsys, ["edit", "--model", str(model_dirs["a"]), "--question", "Q?", "--answer", "  ", "--out", str(save),
@@ -195,7 +235,7 @@ def test_existing_output_directory_is_not_overwritten(model_dirs, tmp_path, caps
     assert (save / "keep.txt").read_text() == "mine"
 
 
-COMMANDS = {"edit", "demo", "ask", "apply", "stats", "presets", "eval", "sweep", "report"}
+COMMANDS = {"edit", "demo", "ask", "apply", "stack", "stats", "presets", "eval", "sweep", "report"}
 
 
 def _help(capsys, argv):

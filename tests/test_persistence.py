@@ -108,9 +108,17 @@ def test_corrupt_directories_give_clear_errors(saved, damage, message, tmp_path)
 
 def test_save_writes_whole_files_and_refuses_a_file_path(saved, tmp_path):
     _, res, d = saved
-    assert sorted(p.name for p in d.iterdir()) == ["deltas.safetensors", "edit.json"]  # no temporary files left
+    files = ["deltas.safetensors", "edit.json", "history.safetensors"]
+    assert sorted(p.name for p in d.iterdir()) == files  # no temporary files left
     res.save(d)  # overwriting an edit
-    assert sorted(p.name for p in d.iterdir()) == ["deltas.safetensors", "edit.json"] and load_edits(d).deltas
+    assert sorted(p.name for p in d.iterdir()) == files and load_edits(d).deltas
+    # the edit's share for sequential editing comes back with it: its keys and its text's token ids
+    loaded = load_edits(d).history
+    assert loaded.rows == res.history.rows and len(loaded.rows) == 1
+    assert set(loaded.sums) == set(res.history.sums) and loaded.n_edits == 1
+    (d / "history.safetensors").write_bytes(b"not it")
+    with pytest.raises(EditFormatError, match="history.safetensors"):
+        load_edits(d)
     (tmp_path / "a-file").write_text("x")
     with pytest.raises(EditFormatError, match="is a file, not a directory"):
         res.save(tmp_path / "a-file")

@@ -93,3 +93,43 @@ def test_unke_margin_stop_checks_the_edited_models_own_answer_margin(llama, tmp_
     assert len(res.diagnostics["rounds"]) == 1 and len(seen) == 3  # checked at steps 0, 5 and 10
     with pytest.raises(ConfigError, match="stop_margin"):
         _cfg(tmp_path, **{"backend.stop_margin": -1.0})
+
+
+def test_unke_mlp_mode_trains_only_the_mlp_and_its_layer_output_is_the_models_own(tiny, tmp_path):
+    """train='mlp' replays the MLP alone over recorded inputs; the margin it checks must be the edited model's."""
+    from anyedit.model.logits import argmax_margin
+
+    model, tok = tiny
+    spec = get_spec(model)
+    state = {n: p.clone() for n, p in model.state_dict().items()}
+    cfg = _cfg(tmp_path, **{"backend.train": "mlp", "backend.stop_margin": 1e6, "backend.steps": 12, "rounds": 1,
+                            "backend.preserve_tokens": 5})
+    res = anyedit.compute_edits(model, tok, REQ, cfg, stats_cache=CovarianceCache(tmp_path, False),
+                                show_progress=False)
+    assert all(torch.equal(p, state[n]) for n, p in model.state_dict().items())
+    mlp = spec.mlp_out_path(2).rsplit(".", 1)[0] + "."
+    assert res.deltas and all(n.startswith(mlp) for n in res.deltas)
+    assert spec.mlp_out_weight_name(2) in res.deltas
+    d = res.diagnostics
+    assert d["update_steps"] == 12 and d["anchor_mse_final"] < d["anchor_mse"][0]
+    prep = prepare_request(tok, REQ, res.config.prompt)
+    ids = torch.tensor([prep.ids])
+    with res.applied(model):
+        logits = model(input_ids=ids).logits[0]
+    own = argmax_margin(logits[prep.prompt_len - 1: -1], ids[0, prep.prompt_len:])
+    assert d["answer_margin"] == pytest.approx(own, abs=1e-4)
+
+
+def test_unke_mlp_mode_refuses_a_norm_after_the_mlp_before_any_work(tmp_path):
+    from anyedit.errors import UnsupportedArchitectureError
+
+    from .tiny import tiny_model, tiny_tokenizer
+
+    model, tok = tiny_model("gemma2"), tiny_tokenizer()
+    state = {n: p.clone() for n, p in model.state_dict().items()}
+    with pytest.raises(UnsupportedArchitectureError, match="norm after the MLP"):
+        anyedit.compute_edits(model, tok, REQ, _cfg(tmp_path, **{"backend.train": "mlp"}),
+                              stats_cache=CovarianceCache(tmp_path, False), show_progress=False)
+    assert all(torch.equal(p, state[n]) for n, p in model.state_dict().items())
+    with pytest.raises(ConfigError, match="train"):
+        _cfg(tmp_path, **{"backend.train": "attention"})

@@ -33,6 +33,7 @@ from .editing.compute import compute_edits, edit, prepare_statistics
 from .editing.history import EditHistory
 from .editing.presets import preset_config
 from .editing.result import EditResult, load_edits
+from .editing.stack import EditStack
 from .editing.values import ValueCache
 from .errors import (
                      AnyEditError,
@@ -59,6 +60,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 __all__ = [
     # editing
     "EditRequest", "compute_edits", "edit", "prepare_statistics", "EditResult", "load_edits", "EditHistory",
+    "EditStack",
     "ValueCache", "CovarianceCache", "LocalityProbe", "generate", "load_model",
     # configuration
     "EditConfig", "ChunkingConfig", "ValueConfig", "StatsConfig", "PromptConfig", "PreserveConfig", "PhrasingConfig",

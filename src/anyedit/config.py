@@ -344,11 +344,13 @@ class MultiLayerConfig(ClosedFormConfig):
     ``preserve_weight`` > 0 also keeps the keys of generic chat conversations (``EditConfig.preserve``).
     ``spread``: MEMIT's ``"even"`` split asks layer i (of n) for ``1/(n - i)`` of the remaining change;
     ``"greedy"`` asks every layer for all of it (later layers then correct what earlier ones could not realise).
+    ``history_weight`` weights the keys of the edits applied before (``EditHistory``, sequential editing).
     """
 
     kp_weight: float = 1.0
     preserve_weight: float = 0.0
     spread: Literal["even", "greedy"] = "even"
+    history_weight: float = 1.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -356,6 +358,7 @@ class MultiLayerConfig(ClosedFormConfig):
         check_number(c, "kp_weight", self.kp_weight, allow_zero=True)
         check_number(c, "preserve_weight", self.preserve_weight, allow_zero=True)
         check_choice(c, "spread", self.spread, ("even", "greedy"))
+        check_number(c, "history_weight", self.history_weight, allow_zero=True)
 
 
 # ---------------------------------------------------------------- the method registry

@@ -35,13 +35,16 @@ def solve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def regularised_solve(cov: torch.Tensor, k_s: torch.Tensor, k_p: torch.Tensor | None, lam: float,
-                      kp_weight: float, dtype: torch.dtype, chat_cov: torch.Tensor | None = None,
-                      chat_weight: float = 0.0) -> torch.Tensor:
-    """``(lam C + w_c C_chat + w_p K_p^T K_p + K_s^T K_s)^-1 K_s^T`` as ``[d_ff, m]`` (keys are rows here)."""
+                      kp_weight: float, dtype: torch.dtype,
+                      extra: Sequence[tuple[float, torch.Tensor | None]] = ()) -> torch.Tensor:
+    """``(lam C + sum_i w_i M_i + w_p K_p^T K_p + K_s^T K_s)^-1 K_s^T`` as ``[d_ff, m]`` (keys are rows here);
+    ``extra`` holds the further weighted ``[d_ff, d_ff]`` terms ``(w_i, M_i)`` (chat statistics, earlier edits'
+    keys), skipped where the matrix is None or the weight 0."""
     dev = k_s.device
     a = lam * cov.to(dev, dtype) + k_s.T.to(dtype) @ k_s.to(dtype)
-    if chat_cov is not None and chat_weight > 0:
-        a = a + chat_weight * chat_cov.to(dev, dtype)
+    for w, m in extra:
+        if m is not None and w > 0:
+            a = a + w * m.to(dev, dtype)
     if k_p is not None and kp_weight > 0 and k_p.shape[0]:
         kp = k_p.to(dtype)
         a = a + kp_weight * (kp.T @ kp)

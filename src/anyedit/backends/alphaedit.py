@@ -67,8 +67,8 @@ class AlphaEditBackend(ClosedFormBackend):
             kp = k_p.to(dtype)
             a = a + cfg.kp_weight * (kp.T @ kp)
         prev = ctx.history.get(layer) if ctx.history is not None else None
-        if prev is not None:
-            a = a + prev.to(dev, dtype)
+        if prev is not None and cfg.history_weight > 0:
+            a = a + cfg.history_weight * prev.to(dev, dtype)
         system = u @ (u.T @ a)  # P A without forming P
         system.diagonal().add_(cfg.l2)
         rhs = u @ (u.T @ ks.T)  # P K_s^T

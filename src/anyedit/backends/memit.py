@@ -44,9 +44,11 @@ class MemitBackend(ClosedFormBackend):
 
     def solve(self, ctx: EditContext, layer: int, k_s: torch.Tensor, k_p: torch.Tensor) -> torch.Tensor:
         cfg: MemitConfig = ctx.backend_config
+        prev = ctx.history.get(layer) if ctx.history is not None else None
         return regularised_solve(self.stats[layer], k_s, k_p, cfg.mom2_weight, cfg.kp_weight,
-                                 solve_dtype(cfg.solve_dtype, k_s.device), self.chat[layer] if self.chat else None,
-                                 cfg.preserve_weight)
+                                 solve_dtype(cfg.solve_dtype, k_s.device),
+                                 [(cfg.preserve_weight, self.chat[layer] if self.chat else None),
+                                  (cfg.history_weight, prev)])
 
 
 register_backend("memit", MemitBackend, MemitConfig)

@@ -19,7 +19,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..config import BackendConfig, check_int, check_number
+from ..config import BackendConfig, EditConfig, check_choice, check_int, check_number
+from ..errors import UnsupportedArchitectureError
+from ..model.arch import ArchSpec, get_spec
 from ..model.batching import pad_batch
 from ..model.hooks import capture, replayed_layers, stop_after
 from ..model.logits import argmax_margin
@@ -44,6 +46,15 @@ class UnkeConfig(BackendConfig):
     reports ``reproduced`` and no further refinement round is run. (``kp_weight`` keeps the other positions of the
     edit texts, as the same-named term of MEMIT and AlphaEdit; configs that call it ``keep_weight``, its earlier
     name, still load.)
+
+    In sequential editing (an ``EditHistory`` or ``EditStack``), the texts of the edits applied before are kept
+    too: ``history_weight * MSE(their layer outputs -> unchanged)`` over ``history_batch`` of them drawn per step,
+    so training the layer for a new answer does not undo the earlier ones.
+
+    ``train="mlp"`` trains only the layer's MLP. The MLP sees each position on its own, so its inputs are recorded
+    once and every step runs just the MLP: over the edit texts, and over ``preserve_tokens`` positions drawn from all
+    preservation conversations (0: every position of ``preserve_batch`` drawn conversations). Not for architectures
+    with a norm after the MLP (Gemma 2/3), where the layer output is not the MLP output plus a fixed residual.
     """
 
     method: ClassVar[str] = "unke"
@@ -59,6 +70,10 @@ class UnkeConfig(BackendConfig):
     tol: float = 0.0
     stop_margin: float | None = None
     check_every: int = 5
+    train: str = "layer"
+    preserve_tokens: int = 0
+    history_weight: float = 1.0
+    history_batch: int = 8
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -71,6 +86,10 @@ class UnkeConfig(BackendConfig):
         if self.stop_margin is not None:
             check_number(c, "stop_margin", self.stop_margin, allow_zero=True)
         check_int(c, "check_every", self.check_every)
+        check_choice(c, "train", self.train, ("layer", "mlp"))
+        check_int(c, "preserve_tokens", self.preserve_tokens, minimum=0)
+        check_number(c, "history_weight", self.history_weight, allow_zero=True)
+        check_int(c, "history_batch", self.history_batch)
         check_int(c, "seed", self.seed, minimum=0)
 
     @classmethod
@@ -83,15 +102,18 @@ class UnkeConfig(BackendConfig):
 class _LayerIO:
     """Inputs and outputs of one decoder layer over a padded batch, and a differentiable re-run."""
 
-    def __init__(self, model: nn.Module, ctx: EditContext, layer: int, rows: list[list[int]]) -> None:
+    def __init__(self, model: nn.Module, ctx: EditContext, layer: int, rows: list[list[int]],
+                 mlp: str | None = None) -> None:
         self.model, self.layer = model, layer
         self.layers = model.get_submodule(ctx.spec.layers)
         self.path = ctx.spec.layer_path(layer)
         self.ids, self.mask = pad_batch(rows, input_device(model))
-        with torch.no_grad(), capture(model, inputs=[self.path], outputs=[self.path]) as rec, \
-                stop_after(self.layers[layer]):
+        paths = [self.path] + ([mlp] if mlp else [])
+        with torch.no_grad(), capture(model, inputs=paths, outputs=paths) as rec, stop_after(self.layers[layer]):
             model(input_ids=self.ids, attention_mask=self.mask, use_cache=False)
         self.inputs, self.outputs = rec.inputs[self.path], rec.outputs[self.path]
+        # with ``mlp``: the MLP's own input and output (the layer output is the MLP output plus a fixed residual)
+        self.mlp_in, self.mlp_out = (rec.inputs[mlp], rec.outputs[mlp]) if mlp else (None, None)
 
     def run(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         """The layer's output (with its current parameters) on all rows, or on the selected ``rows``."""
@@ -121,7 +143,19 @@ def _mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (((a.float() - b.float()) ** 2).mean(-1) * m).sum() / m.sum().clamp_min(1)
 
 
+def _mlp_path(spec: ArchSpec, layer: int) -> str:
+    """The MLP module of a decoder layer: the parent of its output projection."""
+    return spec.mlp_out_path(layer).rsplit(".", 1)[0]
+
+
 class UnkeBackend:
+    def check(self, model: nn.Module, config: EditConfig) -> None:
+        spec = get_spec(model)
+        if config.backend.train == "mlp" and spec.mlp_post_norm:
+            raise UnsupportedArchitectureError(
+                f"backend.train='mlp' needs the layer output to be the MLP output plus a fixed residual; "
+                f"{spec.model_type} has a norm after the MLP: use backend.train='layer'")
+
     def prepare(self, ctx: EditContext) -> None:
         """The preservation conversations (prompt + the model's own answer) when ``preserve_weight`` > 0."""
         cfg: UnkeConfig = ctx.backend_config
@@ -130,10 +164,13 @@ class UnkeBackend:
 
     def compute(self, ctx: EditContext) -> BackendOutput:
         cfg: UnkeConfig = ctx.backend_config
+        self.check(ctx.model, ctx.config)
         (layer,) = ctx.layers  # one layer, and the value layer equal to it: checked by config.check_layers
         model = ctx.model
-        module = model.get_submodule(ctx.spec.layer_path(layer))
-        edit = _LayerIO(model, ctx, layer, [p.ids for p in ctx.prepared])
+        mlp = _mlp_path(ctx.spec, layer) if cfg.train == "mlp" else None
+        prefix = mlp or ctx.spec.layer_path(layer)
+        module = model.get_submodule(prefix)
+        edit = _LayerIO(model, ctx, layer, [p.ids for p in ctx.prepared], mlp)
         target = edit.outputs.clone().float()
         anchor_mask = torch.zeros_like(edit.mask, dtype=torch.bool)
         for b, v in enumerate(ctx.values):
@@ -142,12 +179,39 @@ class UnkeBackend:
             anchor_mask[b, pos] = True
         keep_mask = edit.mask.bool() & ~anchor_mask
         self.prepare(ctx)
-        pres = _LayerIO(model, ctx, layer, self.preserve) if self.preserve is not None else None
+        pres = _LayerIO(model, ctx, layer, self.preserve, mlp) if self.preserve is not None else None
+        rng = random.Random(cfg.seed)
+
+        def edit_output() -> torch.Tensor:
+            if mlp is None:
+                return edit.run()
+            return edit.outputs + (module(edit.mlp_in) - edit.mlp_out)  # only the MLP's share changes
+
+        hist_rows = ctx.history.rows if ctx.history is not None and cfg.history_weight > 0 else []
+        hist = _LayerIO(model, ctx, layer, hist_rows, mlp) if hist_rows else None
+
+        def kept_loss(io: _LayerIO, batch: int) -> torch.Tensor:
+            """The change of the layer output over ``batch`` rows of ``io`` drawn at random (all when fewer)."""
+            n_rows = io.ids.shape[0]
+            sel = torch.tensor(rng.sample(range(n_rows), min(batch, n_rows)), device=io.ids.device)
+            if mlp is None:
+                return _mse(io.run(sel), io.outputs[sel], io.mask[sel].bool())
+            return _mse(module(io.mlp_in[sel]), io.mlp_out[sel], io.mask[sel].bool())
+
+        if pres is not None and mlp is not None and cfg.preserve_tokens:
+            valid = pres.mask.bool()
+            flat_in, flat_out = pres.mlp_in[valid], pres.mlp_out[valid]
+
+        def preserve_loss() -> torch.Tensor:
+            if mlp is None or not cfg.preserve_tokens:
+                return kept_loss(pres, cfg.preserve_batch)
+            idx = rng.sample(range(flat_in.shape[0]), min(cfg.preserve_tokens, flat_in.shape[0]))
+            sel = torch.tensor(idx, device=flat_in.device)
+            return (module(flat_in[sel]).float() - flat_out[sel].float()).pow(2).mean()
 
         params = dict(module.named_parameters())
         decay = [p for n, p in params.items() if p.ndim >= 2]
         no_decay = [p for n, p in params.items() if p.ndim < 2]
-        rng = random.Random(cfg.seed)
         history: list[float] = []
         with training(model, list(params.values())) as original:
             opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -159,7 +223,7 @@ class UnkeBackend:
                 last = step == cfg.steps
                 if last and cfg.stop_margin is None:
                     break
-                out = edit.run()
+                out = edit_output()
                 if cfg.stop_margin is not None and (step % cfg.check_every == 0 or last):
                     margin = edit.answer_margin(out, ctx.prepared)
                     if margin >= cfg.stop_margin or last:
@@ -168,9 +232,9 @@ class UnkeBackend:
                 l_keep = _mse(out, edit.outputs, keep_mask)
                 loss = cfg.edit_weight * l_edit + cfg.kp_weight * l_keep
                 if pres is not None:
-                    rows = rng.sample(range(pres.ids.shape[0]), min(cfg.preserve_batch, pres.ids.shape[0]))
-                    sel = torch.tensor(rows, device=pres.ids.device)
-                    loss = loss + cfg.preserve_weight * _mse(pres.run(sel), pres.outputs[sel], pres.mask[sel].bool())
+                    loss = loss + cfg.preserve_weight * preserve_loss()
+                if hist is not None:
+                    loss = loss + cfg.history_weight * kept_loss(hist, cfg.history_batch)
                 start_err = start_err if start_err is not None else l_edit.item()
                 history.append(l_edit.item())
                 if cfg.tol > 0 and l_edit.item() < cfg.tol * start_err:
@@ -180,9 +244,9 @@ class UnkeBackend:
                 opt.step()
                 steps += 1
             with torch.no_grad():
-                deltas = {f"{ctx.spec.layer_path(layer)}.{n}": Delta(dense=(p.detach() - p0).float())
+                deltas = {f"{prefix}.{n}": Delta(dense=(p.detach() - p0).float())
                           for (n, p), p0 in zip(params.items(), original)}
-                final = _mse(edit.run(), target, anchor_mask).item()
+                final = _mse(edit_output(), target, anchor_mask).item()
         realised = 1 - (final / history[0]) ** 0.5 if history and history[0] > 0 else 1.0
         log.info("unke: anchor error %.4f -> %.4f in %d steps (%.0f%% of the change realised)%s",
                  history[0] if history else 0, final, steps, 100 * realised,

@@ -1,4 +1,4 @@
-"""Command line: ``anyedit edit | demo | ask | apply | stats | presets | eval | sweep | report``.
+"""Command line: ``anyedit edit | demo | ask | apply | stack | stats | presets | eval | sweep | report``.
 
 The only place that parses argv, reads the environment and configures logging. One module per command group
 (:mod:`.editing`, :mod:`.evaluating`) over shared argument groups (:mod:`.options`). Bad input prints one line

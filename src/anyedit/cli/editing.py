@@ -1,4 +1,4 @@
-"""The editing commands: ``edit``, ``demo``, ``ask``, ``apply``, ``stats``, ``presets``."""
+"""The editing commands: ``edit``, ``demo``, ``ask``, ``apply``, ``stack``, ``stats``, ``presets``."""
 
 from __future__ import annotations
 
@@ -32,15 +32,20 @@ def cmd_edit(args: argparse.Namespace, requests: list[Any] | None = None) -> int
     requests = requests if requests is not None else read_requests(args)
     check_out_dir(args.out, "--out", args.overwrite)
     check_out_dir(args.out_model, "--out-model", args.overwrite)
+    stack = _open_stack(args)
     model, tok = load(args)
     cfg = build_config(args, model)
     prepared = [prepare_request(tok, r, cfg.prompt) for r in requests]  # validates before the long work
     questions = [r.question for r in requests]
     lengths = [len(p.target_ids) + 16 for p in prepared]
+    # locality is always against the unedited model, also when a stack of earlier edits is applied
+    probe = LocalityProbe(model, tok, cfg.prompt, builtin_prompts("probe")[: args.probes]) if args.probes > 0 else None
+    if stack is not None:
+        stack.apply(model)
     before = [] if args.no_compare else [generate(model, tok, q, cfg.prompt, max_new_tokens=n)[0]
                                          for q, n in zip(questions, lengths)]
-    probe = LocalityProbe(model, tok, cfg.prompt, builtin_prompts("probe")[: args.probes]) if args.probes > 0 else None
-    result = compute_edits(model, tok, requests, cfg, cache_dir=args.cache_dir, show_progress=not args.quiet)
+    result = compute_edits(model, tok, requests, cfg, cache_dir=args.cache_dir, show_progress=not args.quiet,
+                           history=stack.history() if stack is not None else None)
     result.apply(model, verify=False)
     after = [generate(model, tok, q, cfg.prompt, max_new_tokens=n)[0] for q, n in zip(questions, lengths)]
     for i, r in enumerate(requests):
@@ -57,6 +62,10 @@ def cmd_edit(args: argparse.Namespace, requests: list[Any] | None = None) -> int
         rep = probe.compare(model)
         result.diagnostics["locality"] = rep.to_dict()
         print(rep.summary())
+    if stack is not None:
+        where = stack.push(result)
+        print(f"added the edit to the stack {stack.directory} as member {len(stack)} ({where.name}); "
+              f"ask with all {len(stack)}: anyedit ask --edit {stack.directory} --question ...")
     if args.out:
         result.save(args.out)
         print(f"saved the edit to {args.out} (apply it with: anyedit ask --edit {args.out} --question ...)")
@@ -65,6 +74,29 @@ def cmd_edit(args: argparse.Namespace, requests: list[Any] | None = None) -> int
         tok.save_pretrained(args.out_model)
         print(f"saved the edited model to {args.out_model}")
     return 0
+
+
+def _open_stack(args: argparse.Namespace) -> Any:
+    """The ``--stack`` of an edit, opened and every member checked before the model loads (None without it)."""
+    from ..editing.stack import EditStack
+
+    if not getattr(args, "stack", None):
+        return None
+    stack = EditStack(args.stack)
+    stack.members()
+    return stack
+
+
+def _load_edit(path: str) -> Any:
+    """A saved edit or an edit stack (checked before the model loads)."""
+    from ..editing.result import EditResult
+    from ..editing.stack import EditStack, is_stack
+
+    if is_stack(path):
+        stack = EditStack(path)
+        stack.members()
+        return stack
+    return EditResult.load(path)
 
 
 def summary(result: Any, n_requests: int) -> str:
@@ -92,28 +124,45 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_ask(args: argparse.Namespace) -> int:
     from ..config import PromptConfig
-    from ..editing.result import EditResult
     from ..model.generation import generate
 
-    edit = EditResult.load(args.edit) if args.edit else None  # validate before loading the model
+    edit = _load_edit(args.edit) if args.edit else None  # validate before loading the model
     model, tok = load(args)
-    prompt = edit.config.prompt if edit else PromptConfig()
-    if edit:
-        edit.apply(model, verify=True)
+    prompt = edit.config.prompt if edit is not None and edit.config is not None else PromptConfig()
+    if edit is not None:
+        edit.apply(model)
     print(generate(model, tok, args.question, prompt, max_new_tokens=args.max_new_tokens)[0])
     return 0
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from ..editing.result import EditResult
-
-    edit = EditResult.load(args.edit)
+    edit = _load_edit(args.edit)
     check_out_dir(args.out, "--out", args.overwrite)
     model, tok = load(args)
-    edit.apply(model, verify=True)
+    edit.apply(model)
     model.save_pretrained(args.out)
     tok.save_pretrained(args.out)
     print(f"wrote the edited model to {args.out}")
+    return 0
+
+
+def cmd_stack(args: argparse.Namespace) -> int:
+    from ..editing.stack import EditStack, is_stack
+    from ..errors import EditFormatError
+
+    if not is_stack(args.dir):
+        raise EditFormatError(f"{args.dir} is not an edit stack (no stack.json)")
+    stack = EditStack(args.dir)
+    if args.action == "pop":
+        last = stack.pop()
+        print(f"removed member {len(stack) + 1} ({last['dir']}: {'; '.join(last['questions'])}); "
+              f"{len(stack)} left")
+        return 0
+    stack.members()  # list checks every member, so a broken stack shows here
+    base = (stack.base_model or {}).get("name_or_path", "?")
+    print(f"edit stack {stack.directory}: {len(stack)} edit(s) on {base}, applied in this order:")
+    for i, m in enumerate(stack.entries(), 1):
+        print(f"{i:4d}  {m['dir']}  {m['method']:9s}  {m.get('edit_s', 0):7.1f} s  {' | '.join(m['questions'])}")
     return 0
 
 
@@ -170,6 +219,8 @@ def add_commands(sub: Any) -> None:
     e.add_argument("--requests", help="JSON list or JSONL file of {question, answer[, id, subject, phrasings]} to "
                    "edit together")
     _edit_output(e)
+    e.add_argument("--stack", metavar="DIR", help="add this edit to the edit stack in DIR (created when missing): it "
+                   "is computed on the model with every earlier edit of the stack applied, protecting them")
     e.add_argument("--out-model", metavar="DIR", help="also write the whole edited model here (save_pretrained)")
     e.add_argument("--no-compare", action="store_true", help="skip generating the answer before the edit")
     probe_option(e, 40)
@@ -182,13 +233,14 @@ def add_commands(sub: Any) -> None:
     method_options(d)
     _edit_output(d)
     probe_option(d, 40)
-    d.set_defaults(func=cmd_demo, out_model=None, no_compare=False)
+    d.set_defaults(func=cmd_demo, out_model=None, no_compare=False, stack=None)
 
     a = sub.add_parser("ask", help="answer a question (greedy), optionally with a saved edit applied",
                        description="Print the model's greedy answer (only the answer, on stdout).")
     model_options(a)
     a.add_argument("--question", required=True, help="the question to answer")
-    a.add_argument("--edit", metavar="DIR", help="a directory written by `anyedit edit --out`")
+    a.add_argument("--edit", metavar="DIR", help="a directory written by `anyedit edit --out`, or an edit stack "
+                   "(`anyedit edit --stack`): every edit in it is applied in order")
     a.add_argument("--max-new-tokens", type=int, default=256, help="longest answer, in tokens (default 256)")
     a.set_defaults(func=cmd_ask)
 
@@ -196,7 +248,8 @@ def add_commands(sub: Any) -> None:
                         description="Load the base model, apply a saved edit (refused if it belongs to another "
                         "model) and write the edited model with save_pretrained.")
     model_options(ap)
-    ap.add_argument("--edit", required=True, metavar="DIR", help="a directory written by `anyedit edit --out`")
+    ap.add_argument("--edit", required=True, metavar="DIR", help="a directory written by `anyedit edit --out`, or "
+                    "an edit stack (`anyedit edit --stack`)")
     ap.add_argument("--out", required=True, metavar="DIR", help="output directory for the edited model")
     ap.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out directory")
     ap.set_defaults(func=cmd_apply)
@@ -214,3 +267,10 @@ def add_commands(sub: Any) -> None:
     model_options(pr)
     pr.add_argument("--method", help="the method whose preset to show (default: the model's default method)")
     pr.set_defaults(func=cmd_presets)
+
+    st = sub.add_parser("stack", help="show an edit stack, or remove its last edit",
+                        description="`anyedit stack list DIR` lists the edits of a stack in the order they are "
+                        "applied (and checks every member); `anyedit stack pop DIR` removes the last one.")
+    st.add_argument("action", choices=["list", "pop"])
+    st.add_argument("dir", metavar="DIR", help="the stack directory (`anyedit edit --stack DIR`)")
+    st.set_defaults(func=cmd_stack, quiet=False, verbose=False)

@@ -65,6 +65,9 @@ def _setup(model: nn.Module, config: EditConfig | None, stats_cache: CovarianceC
         config = EditConfig.from_dict({**config.to_dict(), "layers": list(resolve_layers(model, config)[0])})
     layers, z = resolve_layers(model, config)
     backend = get_backend(config.method)
+    check = getattr(backend, "check", None)  # a backend's own model-dependent checks, before any work
+    if check is not None:
+        check(model, config)
     corpus_id(config.stats.corpus)
     if config.preserve.prompts != "builtin":
         load_prompts(config.preserve.prompts)
@@ -316,8 +319,9 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
 
     ``config=None`` uses the measured preset for this model family and size (see ``presets.json``).
     Statistics are cached in ``stats_cache`` (or a new cache under ``cache_dir``).
-    ``history``: for sequential editing, the keys of the edits applied before (AlphaEdit protects them);
-    this edit's keys are added to it. Pass it only for edits you apply.
+    ``history``: for sequential editing, what the edits applied before left (their keys and texts, which the
+    update methods protect); this edit's share is added to it (and kept as ``result.history``). Pass it only for
+    edits you apply, or use an :class:`~anyedit.editing.stack.EditStack`.
     ``value_cache``: reuse value searches made on the same model state with the same settings (a
     :class:`~anyedit.editing.values.ValueCache`), e.g. to compare backends on identical vectors.
     """
@@ -339,8 +343,10 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
         if not d.is_finite():
             raise EditApplyError(f"the {config.method} update for {name} is not finite; nothing was changed")
         original[name] = tensor_sha256(get_param(model, name))
+    share = EditHistory()  # what later edits must keep of this one
+    share.add(done.edited_keys, [list(p.ids) for p in plan.prepared])
     if history is not None:
-        history.add(done.edited_keys)
+        history.merge(share)
     timings = {"value_search_s": done.value_search_s, "update_s": done.update_s, "statistics_s": st.seconds}
     if plan.has_variants:
         timings["phrasings_s"] = plan.phrasing_seconds
@@ -359,7 +365,8 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
     log.info("edit computed in %.1f s (value search %.1f s, statistics %.1f s, update %.1f s)",
              timings["total_s"], timings["value_search_s"], timings["statistics_s"], timings["update_s"])
     return EditResult(deltas=done.deltas, config=config, requests=reqs, base_model=model_identity(model),
-                      original_sha256=original, reports=reports, timings=timings, diagnostics=diagnostics)
+                      original_sha256=original, reports=reports, timings=timings, diagnostics=diagnostics,
+                      history=share)
 
 
 def edit(model: nn.Module, tokenizer: Any, requests: EditRequest | dict | Sequence[EditRequest | dict],

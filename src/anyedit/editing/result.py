@@ -3,7 +3,9 @@ reproduce, verify, apply, revert, save and load it.
 
 Saved as a directory: ``deltas.safetensors`` (factors ``<param>.a`` / ``<param>.b`` or ``<param>.dense``)
 and ``edit.json`` (format version, library version, base-model identity, SHA-256 of every touched
-weight before the edit, config, requests, per-chunk reports, timings). Never pickle.
+weight before the edit, config, requests, per-chunk reports, timings), and ``history.safetensors``, the edit's
+share of an :class:`~anyedit.editing.history.EditHistory` (its keys and texts, for later sequential edits). Never
+pickle.
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ from ..errors import EditApplyError, EditFormatError, FingerprintMismatchError
 from ..model.arch import model_identity
 from ..model.weights import Delta, apply_deltas, get_param, restore, tensor_sha256
 from ..types import EditRequest
+from .history import EditHistory
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MANIFEST = "edit.json"
 TENSORS = "deltas.safetensors"
+HISTORY = "history.safetensors"
 
 
 @dataclass
@@ -47,6 +51,7 @@ class EditResult:
     reports: list[list[dict[str, Any]]] = field(default_factory=list)  # per request, per chunk
     timings: dict[str, float] = field(default_factory=dict)
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    history: EditHistory | None = None  # this edit's share for later sequential edits (keys, texts)
     _backups: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------ apply / revert
@@ -121,10 +126,15 @@ class EditResult:
             raise EditFormatError(f"cannot save the edit to {d}: it is a file, not a directory")
         tensors = {f"{n}.{k}": t.detach().contiguous().cpu() for n, delta in self.deltas.items()
                    for k, t in delta.tensors().items()}
+        extra: dict[str, str] = {}
+        if self.history is not None:
+            with replacing(d / HISTORY) as tmp:
+                self.history.save(tmp)
+                extra["history_sha256"] = _sha256(tmp.read_bytes())
         with replacing(d / TENSORS) as tmp:
             save_file(tensors, str(tmp), metadata={"format_version": str(FORMAT_VERSION)})
-            manifest = json.dumps({**self.manifest(), "tensors_sha256": _sha256(tmp.read_bytes())}, indent=2,
-                                  default=float)  # a manifest that cannot be written stops before any file changes
+            manifest = json.dumps({**self.manifest(), "tensors_sha256": _sha256(tmp.read_bytes()), **extra},
+                                  indent=2, default=float)  # one that cannot be written stops before any change
         _io.write_text(d / MANIFEST, manifest)
         return d
 
@@ -151,6 +161,11 @@ class EditResult:
             tensors = load(data)
         except Exception as e:  # noqa: BLE001 - safetensors raises several types on corrupt files
             raise EditFormatError(f"{d / TENSORS} is corrupt ({e})") from None
+        history = None
+        if "history_sha256" in man:
+            if not (d / HISTORY).is_file() or man["history_sha256"] != _sha256((d / HISTORY).read_bytes()):
+                raise EditFormatError(f"{d / HISTORY} is missing or not the file {d / MANIFEST} was saved with")
+            history = EditHistory.load(d / HISTORY)
         try:
             deltas: dict[str, Delta] = {}
             for name in man["touched"]:
@@ -170,6 +185,7 @@ class EditResult:
                 reports=man.get("reports", []),
                 timings=man.get("timings", {}),
                 diagnostics=man.get("diagnostics", {}),
+                history=history,
             )
         except (KeyError, TypeError, ValueError) as e:
             if isinstance(e, EditFormatError):

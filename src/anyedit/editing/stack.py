@@ -1,0 +1,239 @@
+"""Edit stacks: sequential edits that persist, in one directory, applied in order.
+
+``DIR/stack.json`` lists the members in order, each with the SHA-256 of its manifest; each member is a saved
+:class:`~anyedit.editing.result.EditResult` in ``DIR/<nnnn>/`` with its share of the history (keys, texts). A new
+edit is computed on the model with every earlier member applied, and with their history, so the update method
+protects them (AlphaEdit's key history, MEMIT's history covariance, UnKE's kept texts). Each member records the
+SHA-256 of the weights it was computed on, which are the weights the members before it leave: applying a stack to
+another model, or in another order, fails on the first member that does not fit, and nothing stays applied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .. import _io
+from ..config import EditConfig
+from ..errors import EditApplyError, EditFormatError, FingerprintMismatchError
+from ..model.arch import model_identity
+from ..types import EditRequest
+from .history import EditHistory
+from .result import MANIFEST, EditResult
+
+log = logging.getLogger(__name__)
+
+STACK = "stack.json"
+STACK_FORMAT = 1
+
+
+def is_stack(path: str | Path) -> bool:
+    """Whether ``path`` is an edit stack directory (it holds ``stack.json``)."""
+    return (Path(path) / STACK).is_file()
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class EditStack:
+    """An ordered list of edits saved in ``directory``. ``EditStack(DIR)`` opens it (an empty stack when ``DIR``
+    does not exist yet; it is created by the first :meth:`push`)."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        if self.directory.exists() and not self.directory.is_dir():
+            raise EditFormatError(f"{self.directory} is a file, not an edit stack directory")
+        if self.directory.is_dir() and any(self.directory.iterdir()) and not is_stack(self.directory):
+            raise EditFormatError(f"{self.directory} is not an edit stack (no {STACK}) and is not empty")
+        self._index = self._read_index()
+        self._loaded: list[EditResult] | None = None
+        self._applied: dict[int, list[EditResult]] = {}
+
+    # ------------------------------------------------------------ index
+
+    def _read_index(self) -> dict[str, Any]:
+        path = self.directory / STACK
+        if not path.is_file():
+            return {"format_version": STACK_FORMAT, "base_model": None, "members": []}
+        try:
+            index = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise EditFormatError(f"{path} is not valid JSON ({e})") from None
+        if not isinstance(index, dict) or index.get("format_version") != STACK_FORMAT \
+                or not isinstance(index.get("members"), list):
+            raise EditFormatError(f"{path}: not an anyedit stack index (expected format_version {STACK_FORMAT} "
+                                  "and a list of members)")
+        return index
+
+    def __len__(self) -> int:
+        return len(self._index["members"])
+
+    @property
+    def base_model(self) -> dict[str, Any] | None:
+        return self._index.get("base_model")
+
+    def entries(self) -> list[dict[str, Any]]:
+        """One dict per member, in order: its directory, method, questions and when it was added."""
+        return [dict(m) for m in self._index["members"]]
+
+    # ------------------------------------------------------------ members
+
+    def members(self) -> list[EditResult]:
+        """Every member, loaded and checked against the index (a missing, corrupt or swapped member is one
+        :class:`EditFormatError` naming it)."""
+        if self._loaded is None:
+            out = []
+            for i, m in enumerate(self._index["members"], 1):
+                d = self.directory / m["dir"]
+                if not (d / MANIFEST).is_file():
+                    raise EditFormatError(f"edit stack {self.directory}: member {i} ({d}) is missing")
+                if _sha256(d / MANIFEST) != m["manifest_sha256"]:
+                    raise EditFormatError(f"edit stack {self.directory}: member {i} ({d}) is not the edit the "
+                                          "stack recorded (its manifest's SHA-256 differs)")
+                try:
+                    res = EditResult.load(d)
+                except EditFormatError as e:
+                    raise EditFormatError(f"edit stack {self.directory}: member {i} is unusable: {e}") from None
+                out.append(res)
+            self._loaded = out
+        return self._loaded
+
+    def history(self) -> EditHistory:
+        """What every member leaves for the next edit to protect (their keys and texts)."""
+        h = EditHistory()
+        for res in self.members():
+            if res.history is not None:
+                h.merge(res.history)
+        return h
+
+    @property
+    def config(self) -> EditConfig | None:
+        """The config of the last member (its prompt format is the one to ask the edited model with)."""
+        members = self.members()
+        return members[-1].config if members else None
+
+    # ------------------------------------------------------------ apply / revert
+
+    def check_model(self, model: nn.Module) -> None:
+        """Refuse a model the stack was not made on (identity; the weights are checked member by member)."""
+        if self.base_model is None:
+            return
+        mine = {k: v for k, v in self.base_model.items() if k != "name_or_path"}
+        theirs = {k: v for k, v in model_identity(model).items() if k != "name_or_path"}
+        if mine != theirs:
+            diff = [k for k in mine if mine.get(k) != theirs.get(k)]
+            raise FingerprintMismatchError(
+                f"edit stack {self.directory} was made on {self.base_model.get('name_or_path')!r}; "
+                f"this model differs in {', '.join(diff)}")
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """Apply every member in order (all or nothing; each is checked against the weights it was made on)."""
+        if id(model) in self._applied:
+            raise EditApplyError(f"edit stack {self.directory} is already applied to this model; revert it first")
+        members = self.members()
+        self.check_model(model)
+        done: list[EditResult] = []
+        try:
+            for i, res in enumerate(members, 1):
+                try:
+                    res.apply(model, verify=True)
+                except FingerprintMismatchError as e:
+                    raise FingerprintMismatchError(f"edit stack {self.directory}, member {i}: {e}") from None
+                done.append(res)
+        except BaseException:
+            for res in reversed(done):
+                res.revert(model)
+            raise
+        self._applied[id(model)] = done
+        return model
+
+    def revert(self, model: nn.Module) -> nn.Module:
+        """Restore the weights the stack was applied to, bit for bit."""
+        done = self._applied.pop(id(model), None)
+        if done is None:
+            raise EditApplyError(f"edit stack {self.directory} is not applied to this model")
+        for res in reversed(done):
+            res.revert(model)
+        return model
+
+    @contextlib.contextmanager
+    def applied(self, model: nn.Module) -> Iterator[nn.Module]:
+        """``with stack.applied(model): ...`` applies every member for the block and always reverts them."""
+        self.apply(model)
+        try:
+            yield model
+        finally:
+            self.revert(model)
+
+    # ------------------------------------------------------------ changing the stack
+
+    def edit(self, model: nn.Module, tokenizer: Any, requests: EditRequest | dict | Sequence[EditRequest | dict],
+             config: EditConfig | None = None, **kwargs: Any) -> EditResult:
+        """Compute one edit on ``model`` with every member applied and their history, and :meth:`push` it. The
+        model is left as it was (call :meth:`apply` to use the stack)."""
+        from .compute import compute_edits
+
+        if kwargs.get("history") is not None:
+            raise EditApplyError("a stack supplies its own history; do not pass one")
+        kwargs.pop("history", None)
+        with self.applied(model):
+            result = compute_edits(model, tokenizer, requests, config, history=self.history(), **kwargs)
+        self.push(result)
+        return result
+
+    def push(self, result: EditResult) -> Path:
+        """Save ``result`` as the next member. It must have been computed on the base model with every member
+        applied (``compute_edits(..., history=stack.history())`` inside ``with stack.applied(model)``, or
+        :meth:`edit`); that is checked whenever the stack is applied."""
+        if self.base_model is not None:
+            mine = {k: v for k, v in self.base_model.items() if k != "name_or_path"}
+            theirs = {k: v for k, v in result.base_model.items() if k != "name_or_path"}
+            if mine != theirs:
+                raise FingerprintMismatchError(f"this edit was made on another model than edit stack {self.directory}")
+        n = len(self) + 1
+        name = f"{n:04d}"
+        final = self.directory / name
+        if final.exists():  # left by a push that stopped before the index was written: not a member
+            shutil.rmtree(final)
+        tmp = _io.fresh_dir(self.directory, f".{name}.", ".partial")
+        try:
+            result.save(tmp)
+            tmp.rename(final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        member = {"dir": name, "manifest_sha256": _sha256(final / MANIFEST), "method": result.config.method,
+                  "questions": [r.question for r in result.requests],
+                  "edit_s": round(float(result.timings.get("total_s", 0.0)), 1)}
+        index = {**self._index, "base_model": self.base_model or result.base_model,
+                 "members": [*self._index["members"], member]}
+        _io.write_text(self.directory / STACK, json.dumps(index, indent=2))
+        self._index = index
+        if self._loaded is not None:
+            self._loaded.append(EditResult.load(final))
+        log.info("edit stack %s: added member %d (%s)", self.directory, n, name)
+        return final
+
+    def pop(self) -> dict[str, Any]:
+        """Remove the last member (the stack must not be applied to a model); returns its entry."""
+        if not self._index["members"]:
+            raise EditFormatError(f"edit stack {self.directory} is empty: nothing to pop")
+        if self._applied:
+            raise EditApplyError(f"edit stack {self.directory} is applied to a model; revert it before popping")
+        last = self._index["members"][-1]
+        index = {**self._index, "members": self._index["members"][:-1]}
+        _io.write_text(self.directory / STACK, json.dumps(index, indent=2))  # the member stops counting here
+        self._index = index
+        shutil.rmtree(self.directory / last["dir"], ignore_errors=True)
+        if self._loaded is not None:
+            self._loaded = self._loaded[:-1]
+        return last

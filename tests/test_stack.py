@@ -1,0 +1,163 @@
+"""Edit stacks on a tiny Llama: order, history, apply/revert bit for bit, refusals, pop."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from anyedit import EditConfig, EditRequest
+from anyedit.editing.stack import EditStack, is_stack
+from anyedit.errors import EditApplyError, EditFormatError, FingerprintMismatchError
+from anyedit.stats.covariance import CovarianceCache
+
+from .tiny import tiny_model
+
+R1 = EditRequest("What is the answer?", "The capital of France is Paris.", id="r1")
+R2 = EditRequest("Who wrote it?", "It was written by a fox in the lazy dog's garden.", id="r2")
+
+
+def _weights(model):
+    return {n: p.detach().clone() for n, p in model.state_dict().items()}
+
+
+def _same(model, state):
+    return all(torch.equal(p, state[n]) for n, p in model.state_dict().items())
+
+
+@pytest.fixture
+def stacked(llama, tmp_path):
+    """A stack of two UnKE edits made one after the other (the second on the model with the first applied)."""
+    model, tok = llama
+    cfg = EditConfig().with_overrides({"method": "unke", "layers": [2], "chunking.window": 4, "value.max_steps": 3,
+                                       "backend.steps": 5, "rounds": 1, "preserve.n_prompts": 4,
+                                       "preserve.answer_tokens": 4})
+    stack = EditStack(tmp_path / "stack")
+    cache = CovarianceCache(tmp_path / "c", False)
+    first = stack.edit(model, tok, R1, cfg, stats_cache=cache, show_progress=False)
+    second = stack.edit(model, tok, R2, cfg, stats_cache=cache, show_progress=False)
+    return model, tok, stack, first, second, cfg, cache
+
+
+def test_a_stack_keeps_its_edits_in_order_with_their_history(stacked):
+    model, tok, stack, first, second, cfg, cache = stacked
+    state = _weights(model)
+    assert is_stack(stack.directory) and len(stack) == 2
+    assert [e["questions"] for e in stack.entries()] == [[R1.question], [R2.question]]
+    # the second edit was computed on the model with the first applied: its fingerprints are of those weights
+    with first.applied(model):
+        second.check_model(model)
+    with pytest.raises(FingerprintMismatchError):
+        second.check_model(model)
+    # its history holds the first edit's text, and the stack's holds both
+    assert len(first.history.rows) == 1 and len(stack.history().rows) == 2
+    assert stack.history().rows[0] == first.history.rows[0]
+    # reopened from disk: the same members, applied in order, reverted bit for bit
+    again = EditStack(stack.directory)
+    with first.applied(model), second.applied(model):
+        expected = _weights(model)
+    with again.applied(model):
+        assert _same(model, expected)
+    assert _same(model, state)
+
+
+def test_another_model_or_a_changed_member_is_refused_and_nothing_stays_applied(stacked, tmp_path):
+    model, tok, stack, *_ = stacked
+    other = tiny_model("llama", seed=7)
+    before = _weights(other)
+    with pytest.raises(FingerprintMismatchError, match="differs in"):
+        EditStack(stack.directory).apply(other)
+    assert _same(other, before)
+    # a member whose tensors were changed: refused when the stack is opened for use, nothing applied
+    state = _weights(model)
+    member = stack.directory / stack.entries()[1]["dir"]
+    data = bytearray((member / "deltas.safetensors").read_bytes())
+    data[-1] ^= 1
+    (member / "deltas.safetensors").write_bytes(bytes(data))
+    with pytest.raises(EditFormatError, match="member 2"):
+        EditStack(stack.directory).apply(model)
+    assert _same(model, state)
+    # a missing member, and a member swapped for another edit
+    (member / "edit.json").unlink()
+    with pytest.raises(EditFormatError, match="member 2 .* is missing"):
+        EditStack(stack.directory).apply(model)
+    first_dir = stack.directory / stack.entries()[0]["dir"]
+    man = json.loads((first_dir / "edit.json").read_text())
+    man["reports"] = []
+    (first_dir / "edit.json").write_text(json.dumps(man))
+    with pytest.raises(EditFormatError, match="member 1 .* not the edit the stack recorded"):
+        EditStack(stack.directory).members()
+    assert _same(model, state)
+
+
+def test_pop_removes_the_last_edit_and_a_new_one_takes_its_place(stacked):
+    model, tok, stack, first, second, cfg, cache = stacked
+    state = _weights(model)
+    with pytest.raises(EditApplyError, match="revert it before popping"):
+        with stack.applied(model):
+            stack.pop()
+    assert _same(model, state)
+    popped = stack.pop()
+    assert popped["questions"] == [R2.question] and len(stack) == 1
+    assert not (stack.directory / popped["dir"]).exists()
+    with EditStack(stack.directory).applied(model):
+        with first.applied(model, verify=False):
+            pass
+        second.check_model(model)  # the stack now leaves exactly the weights the first edit did
+    third = stack.edit(model, tok, R2, cfg, stats_cache=cache, show_progress=False)
+    assert len(EditStack(stack.directory)) == 2 and third.history.rows == second.history.rows
+    stack.pop()
+    stack.pop()
+    with pytest.raises(EditFormatError, match="empty"):
+        stack.pop()
+    assert _same(model, state)
+
+
+def test_a_directory_that_is_not_a_stack_is_refused(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "notes.txt").write_text("mine")
+    with pytest.raises(EditFormatError, match="not an edit stack"):
+        EditStack(tmp_path / "x")
+    (tmp_path / "y").mkdir()
+    (tmp_path / "y" / "stack.json").write_text("{}")
+    with pytest.raises(EditFormatError, match="not an anyedit stack index"):
+        EditStack(tmp_path / "y")
+
+
+@pytest.mark.parametrize("method", ["unke", "memit"])
+def test_a_later_edit_keeps_the_earlier_ones_text_when_given_the_history(llama, tmp_path, corpus_file, method):
+    """Given the history, the second edit changes the edited layer's output at the first edit's anchors (where its
+    answer is written) less than without it (UnKE keeps the earlier texts' layer outputs; MEMIT keeps the earlier
+    keys in its regulariser)."""
+    from anyedit import EditHistory, compute_edits
+    from anyedit.model.arch import get_spec
+    from anyedit.model.prompts import prepare_request
+    from anyedit.model.trace import trace
+
+    model, tok = llama
+    over = {"method": method, "layers": [2], "chunking.window": 4, "value.max_steps": 10, "rounds": 1,
+            "backend.history_weight": 10.0, "stats.corpus": str(corpus_file), "stats.n_tokens": 500,
+            "stats.max_len": 32}
+    if method == "unke":
+        over.update({"backend.steps": 30, "backend.lr": 0.01, "preserve.n_prompts": 4,
+                     "preserve.answer_tokens": 4})
+    else:
+        over.update({"backend.mom2_weight": 1.0})
+    cfg = EditConfig().with_overrides(over)
+    cache = CovarianceCache(tmp_path / "c", False)
+    history = EditHistory()
+    first = compute_edits(model, tok, R1, cfg, stats_cache=cache, show_progress=False, history=history)
+    prep = prepare_request(tok, R1, cfg.prompt)
+    spec = get_spec(model)
+    moved = {}
+    anchors = [a for r in first.reports[0] for a in r["anchors"]]
+    with first.applied(model):
+        before = trace(model, spec, [prep.ids], 2, 2)[0].outputs[anchors]
+        for name, h in (("with", history), ("without", None)):
+            second = compute_edits(model, tok, R2, cfg, stats_cache=cache, show_progress=False, history=h)
+            with second.applied(model):
+                after = trace(model, spec, [prep.ids], 2, 2)[0].outputs[anchors]
+                moved[name] = (after - before).norm(dim=1).mean()
+    assert len(history.rows) == 2  # the first edit's text, then the second's (added by the call that had it)
+    assert moved["with"] < 0.7 * moved["without"], moved
