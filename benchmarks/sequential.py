@@ -70,11 +70,15 @@ def main() -> None:
                 stack.push(res)
             else:
                 for i, req in enumerate(requests, 1):
-                    stack.edit(model, tok, req, cfg, show_progress=False)
+                    res = stack.edit(model, tok, req, cfg, show_progress=False)
                     with stack.applied(model):
                         right_after.append(_answer(model, tok, req, cfg.prompt))
-                    print(f"  edit {i}: R-L right after {right_after[-1]:.2f} "
-                          f"({time.perf_counter() - t:.0f} s so far)", flush=True)
+                    rounds = res.diagnostics.get("rounds", [])
+                    what = "; ".join(f"{k} {[r.get(k) for r in rounds]}" for k in
+                                     ("update_steps", "reproduced", "history_margin_vs_floor")
+                                     if any(k in r for r in rounds))
+                    print(f"  edit {i}: R-L right after {right_after[-1]:.2f}, {res.timings['total_s']:.0f} s, "
+                          f"{len(rounds)} round(s); {what} ({time.perf_counter() - t:.0f} s so far)", flush=True)
             secs = time.perf_counter() - t
             with stack.applied(model):
                 end = [_answer(model, tok, r, cfg.prompt) for r in requests]

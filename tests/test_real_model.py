@@ -125,3 +125,30 @@ def test_saved_edit_is_refused_by_another_model(tmp_path, edited):
                           "--out", str(out), "-q"], capture_output=True, text=True, timeout=600)
     assert run.returncode == 2 and "made for" in run.stderr and "Traceback" not in run.stderr
     assert not out.exists()
+
+
+def _mquake(index: int) -> anyedit.EditRequest:
+    from anyedit.eval.datasets import load_dataset
+
+    path = SHARED / "mquake_cf_dev.json"
+    if not path.is_file():
+        pytest.skip(f"{path} not found (CI provides ../shared beside the project)")
+    return load_dataset(str(path), limit=index + 1).records[index].request
+
+
+def test_a_stack_of_two_edits_brings_both_answers_back(real, probe, edited, tmp_path):
+    """The saved edit as a stack's first member, then a second long edit computed on top of it (with the first
+    applied and its history kept): both answers come back with the stack applied, unrelated prompts keep theirs
+    (against the unedited model), and the stack reverts bit for bit."""
+    model, tok = real
+    req, result, _, _ = edited
+    stack = anyedit.EditStack(tmp_path / "stack")
+    stack.push(result)
+    second = _mquake(0)  # a MQuAKE-CF counterfactual, ~100 answer tokens
+    before = _weights(model)
+    stack.edit(model, tok, second, show_progress=False)
+    assert all(torch.equal(p, before[n]) for n, p in model.state_dict().items()), "stack.edit changed the model"
+    with anyedit.EditStack(stack.directory).applied(model):
+        _check_edited(model, tok, second, probe)
+        _check_edited(model, tok, req, probe)
+    assert all(torch.equal(p, before[n]) for n, p in model.state_dict().items()), "revert is not bit-exact"

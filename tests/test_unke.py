@@ -81,7 +81,7 @@ def test_unke_margin_stop_checks_the_edited_models_own_answer_margin(llama, tmp_
 
     seen = []
 
-    def passes_at_ten(self, out, prepared):
+    def passes_at_ten(self, out):
         seen.append(1)
         return 5.0 if len(seen) == 3 else -1.0
 
@@ -133,3 +133,50 @@ def test_unke_mlp_mode_refuses_a_norm_after_the_mlp_before_any_work(tmp_path):
     assert all(torch.equal(p, state[n]) for n, p in model.state_dict().items())
     with pytest.raises(ConfigError, match="train"):
         _cfg(tmp_path, **{"backend.train": "attention"})
+
+
+def test_unke_keeps_training_until_the_earlier_answers_keep_their_margin(llama, tmp_path, monkeypatch):
+    """In sequential editing the update stops only when the new answer passes and no earlier answer (the history's
+    texts) has lost margin below its floor, min(stop_margin, its margin when the update began); the margins are
+    stubbed (a tiny random model reproduces nothing)."""
+    from anyedit import EditHistory
+    from anyedit.backends import unke
+
+    model, tok = llama
+    cache = CovarianceCache(tmp_path, False)
+    over = {"backend.stop_margin": 0.5, "rounds": 1, "backend.steps": 20, "backend.check_every": 5}
+    history = EditHistory()
+    anyedit.compute_edits(model, tok, REQ, _cfg(tmp_path, **over), stats_cache=cache, show_progress=False,
+                          history=history)
+    assert len(history.rows) == 1 and history.starts[0] == prepare_request(tok, REQ, EditConfig().prompt).prompt_len
+    first = EditHistory()
+    first.add({}, history.rows, history.starts)
+    spans = [(history.starts[0], len(history.rows[0]))]
+    other = EditRequest("Who wrote it?", "It was written by a fox.")
+
+    def run(history_margins, rounds=1):
+        seen = {"edit": 0, "history": 0}
+
+        def stub(self, out):
+            kind = "history" if self.spans == spans else "edit"
+            seen[kind] += 1
+            if kind == "edit":
+                return [-1.0 if seen["edit"] == 1 else 5.0]  # the new answer passes from the second check on
+            return [history_margins[min(seen["history"], len(history_margins)) - 1]]
+
+        monkeypatch.setattr(unke._LayerIO, "answer_margins", stub)
+        h = EditHistory()
+        h.merge(first)
+        return anyedit.compute_edits(model, tok, other, _cfg(tmp_path, **{**over, "rounds": rounds}),
+                                     stats_cache=cache, show_progress=False, history=h).diagnostics
+
+    # found at 1.0 (floor 0.5), then lost: never stops early, and the second round keeps the first round's floor
+    # (not the margin the first round's update left)
+    d = run([1.0, -1.0], rounds=2)
+    assert d["update_steps"] == 20 and d["reproduced"] is False
+    assert d["history_texts"] == 1 and d["history_margin_vs_floor"] == pytest.approx(-1.5)
+    assert len(d["rounds"]) == 2 and [r["reproduced"] for r in d["rounds"]] == [False, False]
+    # found at 0.2 (its floor: 0.2), below it at the check of step 5, back above at step 10: stops there
+    d = run([0.2, 0.1, 0.6])
+    assert d["update_steps"] == 10 and d["reproduced"] is True
+    assert d["history_margin_vs_floor"] == pytest.approx(0.4)

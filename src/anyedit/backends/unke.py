@@ -27,7 +27,6 @@ from ..model.hooks import capture, replayed_layers, stop_after
 from ..model.logits import argmax_margin
 from ..model.state import input_device, training
 from ..model.weights import Delta
-from ..types import PreparedRequest
 from .base import BackendOutput, EditContext, register_backend
 
 log = logging.getLogger(__name__)
@@ -49,7 +48,9 @@ class UnkeConfig(BackendConfig):
 
     In sequential editing (an ``EditHistory`` or ``EditStack``), the texts of the edits applied before are kept
     too: ``history_weight * MSE(their layer outputs -> unchanged)`` over ``history_batch`` of them drawn per step,
-    so training the layer for a new answer does not undo the earlier ones.
+    so training the layer for a new answer does not undo the earlier ones. With ``stop_margin`` set, the update
+    then also stops only once no earlier answer has lost margin below ``min(stop_margin, its margin when the update
+    began)`` (checked when the new answer passes).
 
     ``train="mlp"`` trains only the layer's MLP. The MLP sees each position on its own, so its inputs are recorded
     once and every step runs just the MLP: over the edit texts, and over ``preserve_tokens`` positions drawn from all
@@ -103,8 +104,9 @@ class _LayerIO:
     """Inputs and outputs of one decoder layer over a padded batch, and a differentiable re-run."""
 
     def __init__(self, model: nn.Module, ctx: EditContext, layer: int, rows: list[list[int]],
-                 mlp: str | None = None) -> None:
+                 mlp: str | None = None, starts: list[int] | None = None) -> None:
         self.model, self.layer = model, layer
+        self.spans = [(s, len(r)) for s, r in zip(starts, rows)] if starts is not None else None  # answer tokens
         self.layers = model.get_submodule(ctx.spec.layers)
         self.path = ctx.spec.layer_path(layer)
         self.ids, self.mask = pad_batch(rows, input_device(model))
@@ -129,13 +131,15 @@ class _LayerIO:
         return rec.outputs[self.path]
 
     @torch.no_grad()
-    def answer_margin(self, out: torch.Tensor, prepared: list[PreparedRequest]) -> float:
-        """The smallest argmax margin of the answer tokens of every row, with this layer's output ``out``
-        replayed and the layers above it run by the model's own forward."""
+    def answer_margins(self, out: torch.Tensor) -> list[float]:
+        """Per row, the smallest argmax margin of its answer tokens, with this layer's output ``out`` replayed and
+        the layers above it run by the model's own forward."""
         with replayed_layers(self.layers, self.layer, out.detach()):
             logits = self.model(input_ids=self.ids, attention_mask=self.mask, use_cache=False).logits
-        return min(argmax_margin(logits[b, p.prompt_len - 1: len(p.ids) - 1], self.ids[b, p.prompt_len: len(p.ids)])
-                   for b, p in enumerate(prepared))
+        return [argmax_margin(logits[b, s - 1: n - 1], self.ids[b, s: n]) for b, (s, n) in enumerate(self.spans)]
+
+    def answer_margin(self, out: torch.Tensor) -> float:
+        return min(self.answer_margins(out))
 
 
 def _mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -149,6 +153,9 @@ def _mlp_path(spec: ArchSpec, layer: int) -> str:
 
 
 class UnkeBackend:
+    def __init__(self) -> None:
+        self.history_floor: list[float] | None = None  # set by the first round of an edit, kept by later ones
+
     def check(self, model: nn.Module, config: EditConfig) -> None:
         spec = get_spec(model)
         if config.backend.train == "mlp" and spec.mlp_post_norm:
@@ -170,7 +177,7 @@ class UnkeBackend:
         mlp = _mlp_path(ctx.spec, layer) if cfg.train == "mlp" else None
         prefix = mlp or ctx.spec.layer_path(layer)
         module = model.get_submodule(prefix)
-        edit = _LayerIO(model, ctx, layer, [p.ids for p in ctx.prepared], mlp)
+        edit = _LayerIO(model, ctx, layer, [p.ids for p in ctx.prepared], mlp, [p.prompt_len for p in ctx.prepared])
         target = edit.outputs.clone().float()
         anchor_mask = torch.zeros_like(edit.mask, dtype=torch.bool)
         for b, v in enumerate(ctx.values):
@@ -182,13 +189,18 @@ class UnkeBackend:
         pres = _LayerIO(model, ctx, layer, self.preserve, mlp) if self.preserve is not None else None
         rng = random.Random(cfg.seed)
 
-        def edit_output() -> torch.Tensor:
-            if mlp is None:
-                return edit.run()
-            return edit.outputs + (module(edit.mlp_in) - edit.mlp_out)  # only the MLP's share changes
-
         hist_rows = ctx.history.rows if ctx.history is not None and cfg.history_weight > 0 else []
-        hist = _LayerIO(model, ctx, layer, hist_rows, mlp) if hist_rows else None
+        hist = _LayerIO(model, ctx, layer, hist_rows, mlp, ctx.history.starts) if hist_rows else None
+        hist_margin: float | None = None
+        if hist is not None and cfg.stop_margin is not None and self.history_floor is None:
+            # what each earlier answer's margin must stay above: as the first round found them, so a later round
+            # (on the model with this edit's first update applied) cannot accept what that update broke
+            self.history_floor = [min(m, cfg.stop_margin) for m in hist.answer_margins(hist.outputs)]
+
+        def layer_output(io: _LayerIO) -> torch.Tensor:
+            if mlp is None:
+                return io.run()
+            return io.outputs + (module(io.mlp_in) - io.mlp_out)  # only the MLP's share changes
 
         def kept_loss(io: _LayerIO, batch: int) -> torch.Tensor:
             """The change of the layer output over ``batch`` rows of ``io`` drawn at random (all when fewer)."""
@@ -223,9 +235,14 @@ class UnkeBackend:
                 last = step == cfg.steps
                 if last and cfg.stop_margin is None:
                     break
-                out = edit_output()
+                out = layer_output(edit)
                 if cfg.stop_margin is not None and (step % cfg.check_every == 0 or last):
-                    margin = edit.answer_margin(out, ctx.prepared)
+                    margin = edit.answer_margin(out)
+                    if margin >= cfg.stop_margin and hist is not None:
+                        with torch.no_grad():
+                            now = hist.answer_margins(layer_output(hist))
+                        hist_margin = min(m - f for m, f in zip(now, self.history_floor))
+                        margin = min(margin, cfg.stop_margin + hist_margin)  # passes only if both hold
                     if margin >= cfg.stop_margin or last:
                         break
                 l_edit = _mse(out, target, anchor_mask)
@@ -246,7 +263,7 @@ class UnkeBackend:
             with torch.no_grad():
                 deltas = {f"{prefix}.{n}": Delta(dense=(p.detach() - p0).float())
                           for (n, p), p0 in zip(params.items(), original)}
-                final = _mse(edit_output(), target, anchor_mask).item()
+                final = _mse(layer_output(edit), target, anchor_mask).item()
         realised = 1 - (final / history[0]) ** 0.5 if history and history[0] > 0 else 1.0
         log.info("unke: anchor error %.4f -> %.4f in %d steps (%.0f%% of the change realised)%s",
                  history[0] if history else 0, final, steps, 100 * realised,
@@ -255,6 +272,10 @@ class UnkeBackend:
                                        "realised_fraction": realised, "update_steps": steps}
         if margin is not None:
             diagnostics.update(answer_margin=margin, reproduced=margin >= cfg.stop_margin)
+        if hist is not None:
+            diagnostics.update(history_texts=len(hist_rows))
+            if hist_margin is not None:  # the smallest loss of margin below its floor, over the earlier answers
+                diagnostics.update(history_margin_vs_floor=hist_margin)
         return BackendOutput(deltas, diagnostics)
 
 

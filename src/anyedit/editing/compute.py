@@ -344,7 +344,7 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
             raise EditApplyError(f"the {config.method} update for {name} is not finite; nothing was changed")
         original[name] = tensor_sha256(get_param(model, name))
     share = EditHistory()  # what later edits must keep of this one
-    share.add(done.edited_keys, [list(p.ids) for p in plan.prepared])
+    share.add(done.edited_keys, [list(p.ids) for p in plan.prepared], [p.prompt_len for p in plan.prepared])
     if history is not None:
         history.merge(share)
     timings = {"value_search_s": done.value_search_s, "update_s": done.update_s, "statistics_s": st.seconds}

@@ -28,13 +28,20 @@ class EditHistory:
         self.n_keys: dict[int, int] = {}
         self.n_edits = 0
         self.rows: list[list[int]] = []
+        self.starts: list[int] = []  # where each row's answer starts (its prompt length)
 
-    def add(self, keys: dict[int, torch.Tensor], rows: list[list[int]] | None = None) -> None:
-        """Record one edit's keys ``{layer: [m, d_ff]}`` and the token ids of its edit texts."""
+    def add(self, keys: dict[int, torch.Tensor], rows: list[list[int]] | None = None,
+            starts: list[int] | None = None) -> None:
+        """Record one edit's keys ``{layer: [m, d_ff]}``, the token ids of its edit texts and where each text's
+        answer starts."""
+        rows = rows or []
+        if len(starts or []) != len(rows):
+            raise ValueError("an answer start is needed for every edit text")
         for layer, k in keys.items():
             k = k.detach().double()
             self._add_sum(layer, (k.T @ k).float(), k.shape[0])
-        self.rows.extend(list(r) for r in rows or [])
+        self.rows.extend(list(r) for r in rows)
+        self.starts.extend(int(s) for s in starts or [])
         if keys or rows:
             self.n_edits += 1
 
@@ -47,6 +54,7 @@ class EditHistory:
         for layer, s in other.sums.items():
             self._add_sum(layer, s, other.n_keys.get(layer, 0))
         self.rows.extend(list(r) for r in other.rows)
+        self.starts.extend(other.starts)
         self.n_edits += other.n_edits
 
     def get(self, layer: int) -> torch.Tensor | None:
@@ -59,6 +67,7 @@ class EditHistory:
         if self.rows:
             tensors["rows.ids"] = torch.tensor([t for r in self.rows for t in r], dtype=torch.int64)
             tensors["rows.lengths"] = torch.tensor([len(r) for r in self.rows], dtype=torch.int64)
+            tensors["rows.starts"] = torch.tensor(self.starts, dtype=torch.int64)
         save_file(tensors, str(path), metadata=meta)
         return path
 
@@ -83,6 +92,9 @@ class EditHistory:
                     raise ValueError("row lengths do not add up to the stored token ids")
                 starts = [sum(lengths[:i]) for i in range(len(lengths))]
                 h.rows = [ids[s: s + n] for s, n in zip(starts, lengths)]
+                h.starts = tensors["rows.starts"].tolist()
+                if len(h.starts) != len(h.rows):
+                    raise ValueError("an answer start is needed for every stored text")
         except (KeyError, ValueError, OSError) as e:
             raise EditFormatError(f"{path}: not an anyedit edit history ({e})") from None
         return h
