@@ -23,6 +23,17 @@ def _cfg(tmp_path, **over):
     return EditConfig().with_overrides(base)
 
 
+def _own_margin(model, tok, res) -> float:
+    """The smallest argmax margin of REQ's answer tokens in the model with ``res`` applied (teacher-forced)."""
+    from anyedit.model.logits import argmax_margin
+
+    prep = prepare_request(tok, REQ, res.config.prompt)
+    ids = torch.tensor([prep.ids])
+    with res.applied(model):
+        logits = model(input_ids=ids).logits[0]
+    return argmax_margin(logits[prep.prompt_len - 1: -1], ids[0, prep.prompt_len:])
+
+
 def test_unke_moves_anchor_outputs_to_targets_and_keeps_the_rest(tiny, tmp_path):
     model, tok = tiny
     spec = get_spec(model)
@@ -59,8 +70,6 @@ def test_unke_refuses_several_layers_or_another_value_layer(llama, tmp_path):
 
 
 def test_unke_margin_stop_checks_the_edited_models_own_answer_margin(llama, tmp_path, monkeypatch):
-    from anyedit.model.logits import argmax_margin
-
     model, tok = llama
     cache = CovarianceCache(tmp_path, False)
     # a margin it never reaches: every step runs, and the margin it reports is the edited model's own
@@ -69,12 +78,7 @@ def test_unke_margin_stop_checks_the_edited_models_own_answer_margin(llama, tmp_
                                 stats_cache=cache, show_progress=False)
     d = res.diagnostics
     assert d["update_steps"] == 12 and d["reproduced"] is False
-    prep = prepare_request(tok, REQ, res.config.prompt)
-    ids = torch.tensor([prep.ids])
-    with res.applied(model):
-        logits = model(input_ids=ids).logits[0]
-    own = argmax_margin(logits[prep.prompt_len - 1: -1], ids[0, prep.prompt_len:])
-    assert d["answer_margin"] == pytest.approx(own, abs=1e-4)
+    assert d["answer_margin"] == pytest.approx(_own_margin(model, tok, res), abs=1e-4)
     # once the check passes, the update stops there and no further round runs (the tiny random model never gets
     # its answer reproduced, so the check is made to pass at the 10th step)
     from anyedit.backends import unke
@@ -97,8 +101,6 @@ def test_unke_margin_stop_checks_the_edited_models_own_answer_margin(llama, tmp_
 
 def test_unke_mlp_mode_trains_only_the_mlp_and_its_layer_output_is_the_models_own(tiny, tmp_path):
     """train='mlp' replays the MLP alone over recorded inputs; the margin it checks must be the edited model's."""
-    from anyedit.model.logits import argmax_margin
-
     model, tok = tiny
     spec = get_spec(model)
     state = {n: p.clone() for n, p in model.state_dict().items()}
@@ -112,12 +114,7 @@ def test_unke_mlp_mode_trains_only_the_mlp_and_its_layer_output_is_the_models_ow
     assert spec.mlp_out_weight_name(2) in res.deltas
     d = res.diagnostics
     assert d["update_steps"] == 12 and d["anchor_mse_final"] < d["anchor_mse"][0]
-    prep = prepare_request(tok, REQ, res.config.prompt)
-    ids = torch.tensor([prep.ids])
-    with res.applied(model):
-        logits = model(input_ids=ids).logits[0]
-    own = argmax_margin(logits[prep.prompt_len - 1: -1], ids[0, prep.prompt_len:])
-    assert d["answer_margin"] == pytest.approx(own, abs=1e-4)
+    assert d["answer_margin"] == pytest.approx(_own_margin(model, tok, res), abs=1e-4)
 
 
 def test_unke_mlp_mode_refuses_a_norm_after_the_mlp_before_any_work(tmp_path):
