@@ -10,6 +10,7 @@ one). Pass the same :class:`EditHistory` to each ``compute_edits`` call whose re
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -90,8 +91,8 @@ class EditHistory:
                 ids, lengths = tensors["rows.ids"].tolist(), tensors["rows.lengths"].tolist()
                 if sum(lengths) != len(ids):
                     raise ValueError("row lengths do not add up to the stored token ids")
-                starts = [sum(lengths[:i]) for i in range(len(lengths))]
-                h.rows = [ids[s: s + n] for s, n in zip(starts, lengths)]
+                offsets = [0, *itertools.accumulate(lengths)]
+                h.rows = [ids[a:b] for a, b in zip(offsets, offsets[1:])]
                 h.starts = tensors["rows.starts"].tolist()
                 if len(h.starts) != len(h.rows):
                     raise ValueError("an answer start is needed for every stored text")

@@ -58,14 +58,12 @@ class EditResult:
 
     def check_model(self, model: nn.Module) -> None:
         """Refuse a model that is not this edit's base model (identity and touched weights)."""
-        ident = model_identity(model)
-        mine = {k: v for k, v in self.base_model.items() if k != "name_or_path"}
-        theirs = {k: v for k, v in ident.items() if k != "name_or_path"}
-        if mine != theirs:
-            diff = [k for k in mine if mine.get(k) != theirs.get(k)]
+        diff = identity_differences(self.base_model, model_identity(model))
+        if diff:
+            mine = self.base_model
             raise FingerprintMismatchError(
-                f"this edit was made for {self.base_model.get('name_or_path')!r} "
-                f"({', '.join(f'{k}={mine[k]}' for k in diff)}); the model differs in {', '.join(diff)}"
+                f"this edit was made for {mine.get('name_or_path')!r} "
+                f"({', '.join(f'{k}={mine.get(k)}' for k in diff)}); the model differs in {', '.join(diff)}"
             )
         for name, sha in self.original_sha256.items():
             if tensor_sha256(get_param(model, name)) != sha:
@@ -191,6 +189,12 @@ class EditResult:
             if isinstance(e, EditFormatError):
                 raise
             raise EditFormatError(f"{d}: the manifest and tensors do not match ({type(e).__name__}: {e})") from None
+
+
+def identity_differences(base: dict[str, Any], other: dict[str, Any]) -> list[str]:
+    """The fields in which two model identities (:func:`model_identity`) differ; the name or path does not count."""
+    keys = [*base, *sorted(set(other) - set(base))]
+    return [k for k in keys if k != "name_or_path" and base.get(k) != other.get(k)]
 
 
 def load_edits(directory: str | Path) -> EditResult:

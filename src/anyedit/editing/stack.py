@@ -11,7 +11,6 @@ another model, or in another order, fails on the first member that does not fit,
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import shutil
@@ -27,7 +26,7 @@ from ..errors import EditApplyError, EditFormatError, FingerprintMismatchError
 from ..model.arch import model_identity
 from ..types import EditRequest
 from .history import EditHistory
-from .result import MANIFEST, EditResult
+from .result import MANIFEST, EditResult, _sha256, identity_differences
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +39,8 @@ def is_stack(path: str | Path) -> bool:
     return (Path(path) / STACK).is_file()
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _file_sha256(path: Path) -> str:
+    return _sha256(path.read_bytes())
 
 
 class EditStack:
@@ -96,7 +95,7 @@ class EditStack:
                 d = self.directory / m["dir"]
                 if not (d / MANIFEST).is_file():
                     raise EditFormatError(f"edit stack {self.directory}: member {i} ({d}) is missing")
-                if _sha256(d / MANIFEST) != m["manifest_sha256"]:
+                if _file_sha256(d / MANIFEST) != m["manifest_sha256"]:
                     raise EditFormatError(f"edit stack {self.directory}: member {i} ({d}) is not the edit the "
                                           "stack recorded (its manifest's SHA-256 differs)")
                 try:
@@ -127,10 +126,8 @@ class EditStack:
         """Refuse a model the stack was not made on (identity; the weights are checked member by member)."""
         if self.base_model is None:
             return
-        mine = {k: v for k, v in self.base_model.items() if k != "name_or_path"}
-        theirs = {k: v for k, v in model_identity(model).items() if k != "name_or_path"}
-        if mine != theirs:
-            diff = [k for k in mine if mine.get(k) != theirs.get(k)]
+        diff = identity_differences(self.base_model, model_identity(model))
+        if diff:
             raise FingerprintMismatchError(
                 f"edit stack {self.directory} was made on {self.base_model.get('name_or_path')!r}; "
                 f"this model differs in {', '.join(diff)}")
@@ -195,9 +192,7 @@ class EditStack:
         applied (``compute_edits(..., history=stack.history())`` inside ``with stack.applied(model)``, or
         :meth:`edit`); that is checked whenever the stack is applied."""
         if self.base_model is not None:
-            mine = {k: v for k, v in self.base_model.items() if k != "name_or_path"}
-            theirs = {k: v for k, v in result.base_model.items() if k != "name_or_path"}
-            if mine != theirs:
+            if identity_differences(self.base_model, result.base_model):
                 raise FingerprintMismatchError(f"this edit was made on another model than edit stack {self.directory}")
         n = len(self) + 1
         name = f"{n:04d}"
@@ -211,7 +206,7 @@ class EditStack:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        member = {"dir": name, "manifest_sha256": _sha256(final / MANIFEST), "method": result.config.method,
+        member = {"dir": name, "manifest_sha256": _file_sha256(final / MANIFEST), "method": result.config.method,
                   "questions": [r.question for r in result.requests],
                   "edit_s": round(float(result.timings.get("total_s", 0.0)), 1)}
         index = {**self._index, "base_model": self.base_model or result.base_model,
