@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 
 from anyedit.config import ChunkingConfig, PromptConfig
-from anyedit.editing.chunking import make_chunks, sentence_spans, sentence_starts, snap_spans, window_spans
+from anyedit.editing.chunking import (make_chunks, sentence_spans, sentence_starts, shared_prefixes, snap_spans,
+                                      window_spans)
 from anyedit.errors import ConfigError, RequestError
 from anyedit.model.prompts import prepare_request
 from anyedit.types import EditRequest
@@ -84,6 +85,28 @@ def test_make_chunks_places_anchors():
     assert spread[1:] == chunks[1:]
     single = make_chunks(prep, ChunkingConfig(mode="none"))
     assert len(single) == 1 and single[0].anchors == (p - 1,) and single[0].end == len(prep.target_ids)
+
+
+def test_question_tokens_shared_with_another_edit_are_not_anchors():
+    """Two questions that begin alike have the same hidden states over their common prefix: the first chunk is
+    spread only over the tokens after it; another wording of the same request does not count; the same question
+    asked again (its whole prompt shared) keeps every question token."""
+    tok = tiny_tokenizer()
+    cfg, pc = ChunkingConfig(window=4, first_anchor="question"), PromptConfig()
+    a = prepare_request(tok, EditRequest("What is the capital of Peru?", "Lima, a city."), pc)
+    b = prepare_request(tok, EditRequest("What is the capital of Chad?", "It is N'Djamena."), pc)
+    texts = [a.ids, b.ids]
+    common = next(i for i, (x, y) in enumerate(zip(a.ids, b.ids)) if x != y)
+    assert a.question_start < common <= a.question_end
+    assert shared_prefixes(texts, [0, 1]) == [common, common]
+    assert shared_prefixes(texts, [0, 0]) == [0, 0]  # two wordings of one request
+    assert shared_prefixes([a.ids], [0], others=[b.ids]) == [common]
+    chunks = make_chunks(a, cfg, shared=common)
+    assert chunks[0].anchors == tuple(range(common, a.question_end + 1))
+    assert tok.decode([a.ids[i] for i in chunks[0].anchors]).strip() == "Peru?"
+    assert chunks[1:] == make_chunks(a, cfg)[1:]
+    again = shared_prefixes([a.ids], [0], others=[a.ids])[0]
+    assert make_chunks(a, cfg, shared=again) == make_chunks(a, cfg)
 
 
 def test_anchor_span_spreads_later_chunks_over_the_tokens_before_them():

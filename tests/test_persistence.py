@@ -229,3 +229,21 @@ def test_a_round_failing_after_its_apply_puts_the_weights_back(saved, corpus_fil
     monkeypatch.setattr(editing, "search_values", fails_after_an_apply)
     _failing_edit_leaves_the_model_as_it_was(model, res, tmp_path / "c3", "round 2 failed")
     assert applied == [1]
+
+
+def test_the_history_keeps_each_texts_value_targets(saved, tmp_path):
+    """history.safetensors stores, per edit text, the layer, anchor positions and target vectors of its value
+    search (what later UnKE updates replay); a history without them (an earlier format) loads with none."""
+    from anyedit import EditHistory
+
+    _, res, d = saved
+    (layer, positions, vectors), = res.history.targets
+    assert positions == [a for r in res.reports[0] for a in r["anchors"]] and vectors.shape[0] == len(positions)
+    loaded = load_edits(d).history
+    (layer2, positions2, vectors2), = loaded.targets
+    assert (layer2, positions2) == (layer, positions) and torch.equal(vectors2, vectors)
+    assert loaded.targets_at(layer)[0][0] == positions and loaded.targets_at(layer + 1) == [None]
+    bare = EditHistory()
+    bare.add({}, res.history.rows, res.history.starts)
+    again = EditHistory.load(bare.save(tmp_path / "bare.safetensors"))
+    assert again.rows == res.history.rows and again.targets == [None]

@@ -177,3 +177,52 @@ def test_unke_keeps_training_until_the_earlier_answers_keep_their_margin(llama, 
     d = run([0.2, 0.1, 0.6])
     assert d["update_steps"] == 10 and d["reproduced"] is True
     assert d["history_margin_vs_floor"] == pytest.approx(0.4)
+
+
+def test_unke_replays_the_earlier_edits_targets_at_their_anchors(llama, tmp_path):
+    """A later update trains the layer towards the targets the earlier edit's own value search found (kept in the
+    history with their anchor positions); with replay_weight 0 those anchors are only kept where they are. The
+    earlier edit is not applied here, so its anchors start away from their targets and only replay moves them."""
+    from anyedit import EditHistory
+
+    model, tok = llama
+    spec = get_spec(model)
+    cache = CovarianceCache(tmp_path, False)
+    history = EditHistory()
+    first = anyedit.compute_edits(model, tok, REQ, _cfg(tmp_path), stats_cache=cache, show_progress=False,
+                                  history=history)
+    layer, positions, vectors = history.targets[0]
+    assert layer == 2 and positions == [a for r in first.reports[0] for a in r["anchors"]]
+    assert vectors.shape == (len(positions), model.config.hidden_size)
+    ids = history.rows[0]
+    before = trace(model, spec, [ids], 2, 2)[0].outputs[positions]
+    other = EditRequest("Who wrote it?", "It was written by a fox.")
+    gap = {}
+    for w in (0.0, 1.0):
+        h = EditHistory()
+        h.merge(history)
+        res = anyedit.compute_edits(model, tok, other, _cfg(tmp_path, **{"backend.replay_weight": w}),
+                                    stats_cache=cache, show_progress=False, history=h)
+        with res.applied(model):
+            after = trace(model, spec, [ids], 2, 2)[0].outputs[positions]
+        gap[w] = ((after - vectors).norm(dim=1) / (before - vectors).norm(dim=1)).mean().item()
+    assert gap[1.0] < 0.5 and gap[0.0] > 0.8, gap
+
+
+def test_unke_drops_an_earlier_edit_of_the_same_question(llama, tmp_path):
+    """Editing a question again replaces its answer: the earlier text asking exactly that is neither kept nor
+    replayed, then or in any later edit, while an earlier edit of another question is."""
+    from anyedit import EditHistory
+
+    model, tok = llama
+    cache = CovarianceCache(tmp_path, False)
+    cfg = _cfg(tmp_path, **{"backend.steps": 5, "value.max_steps": 3})
+    history = EditHistory()
+    anyedit.compute_edits(model, tok, REQ, cfg, stats_cache=cache, show_progress=False, history=history)
+    again = EditRequest(REQ.question, "Another answer entirely.")
+    d = anyedit.compute_edits(model, tok, again, cfg, stats_cache=cache, show_progress=False,
+                              history=history).diagnostics
+    assert "history_texts" not in d and len(history.rows) == 2
+    d = anyedit.compute_edits(model, tok, EditRequest("Who wrote it?", "A fox."), cfg, stats_cache=cache,
+                              show_progress=False, history=history).diagnostics
+    assert d["history_texts"] == 1  # the first answer was replaced by the second, which is kept

@@ -48,7 +48,12 @@ class UnkeConfig(BackendConfig):
 
     In sequential editing (an ``EditHistory`` or ``EditStack``), the texts of the edits applied before are kept
     too: ``history_weight * MSE(their layer outputs -> unchanged)`` over ``history_batch`` of them drawn per step,
-    so training the layer for a new answer does not undo the earlier ones. With ``stop_margin`` set, the update
+    so training the layer for a new answer does not undo the earlier ones (an earlier text asking exactly what
+    the new edit asks is not kept: the new answer replaces it); at their anchors the layer is trained
+    towards the targets their own value search found (``replay_weight * MSE(their anchors -> their targets)``, a
+    mean over the anchors of the texts drawn, as a batch edit of all of them would), so what later edits wear away
+    is restored instead of merely slowed (``replay_weight`` 0: their anchors are kept as they are now, like the
+    other positions). With ``stop_margin`` set, the update
     then also stops only once no earlier answer has lost margin below ``min(stop_margin, its margin when the update
     began)`` (checked when the new answer passes).
 
@@ -75,6 +80,7 @@ class UnkeConfig(BackendConfig):
     preserve_tokens: int = 0
     history_weight: float = 1.0
     history_batch: int = 8
+    replay_weight: float = 1.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -91,6 +97,7 @@ class UnkeConfig(BackendConfig):
         check_int(c, "preserve_tokens", self.preserve_tokens, minimum=0)
         check_number(c, "history_weight", self.history_weight, allow_zero=True)
         check_int(c, "history_batch", self.history_batch)
+        check_number(c, "replay_weight", self.replay_weight, allow_zero=True)
         check_int(c, "seed", self.seed, minimum=0)
 
     @classmethod
@@ -147,6 +154,35 @@ def _mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (((a.float() - b.float()) ** 2).mean(-1) * m).sum() / m.sum().clamp_min(1)
 
 
+def _targets(io: _LayerIO, anchors: list[tuple[list[int], torch.Tensor] | None]
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the layer output should be on ``io``'s rows: ``anchors[b]`` (positions, vectors) set on row ``b``, its
+    current output elsewhere (float32); and the mask of those anchor positions."""
+    target = io.outputs.clone().float()
+    mask = torch.zeros_like(io.mask, dtype=torch.bool)
+    for b, a in enumerate(anchors):
+        if a is not None and len(a[0]):
+            pos = torch.tensor(a[0], device=target.device)
+            target[b, pos] = a[1].to(target.device, torch.float32)
+            mask[b, pos] = True
+    return target, mask
+
+
+def _kept_history(ctx: EditContext) -> list[int]:
+    """Which of the earlier edit texts to keep: all but those asking exactly (same prompt tokens) what this edit
+    or a later earlier edit asks, whose answer replaced theirs."""
+    if ctx.history is None:
+        return []
+    asked = {tuple(p.ids[: p.prompt_len]) for p in ctx.prepared}
+    kept = []
+    for i in reversed(range(len(ctx.history.rows))):
+        prompt = tuple(ctx.history.rows[i][: ctx.history.starts[i]])
+        if prompt not in asked:
+            kept.append(i)
+            asked.add(prompt)
+    return kept[::-1]
+
+
 def _mlp_path(spec: ArchSpec, layer: int) -> str:
     """The MLP module of a decoder layer: the parent of its output projection."""
     return spec.mlp_out_path(layer).rsplit(".", 1)[0]
@@ -178,19 +214,19 @@ class UnkeBackend:
         prefix = mlp or ctx.spec.layer_path(layer)
         module = model.get_submodule(prefix)
         edit = _LayerIO(model, ctx, layer, [p.ids for p in ctx.prepared], mlp, [p.prompt_len for p in ctx.prepared])
-        target = edit.outputs.clone().float()
-        anchor_mask = torch.zeros_like(edit.mask, dtype=torch.bool)
-        for b, v in enumerate(ctx.values):
-            pos = torch.tensor(v.positions, device=target.device)
-            target[b, pos] = v.targets.to(target.device)
-            anchor_mask[b, pos] = True
+        target, anchor_mask = _targets(edit, [(v.positions, v.targets) for v in ctx.values])
         keep_mask = edit.mask.bool() & ~anchor_mask
         self.prepare(ctx)
         pres = _LayerIO(model, ctx, layer, self.preserve, mlp) if self.preserve is not None else None
         rng = random.Random(cfg.seed)
 
-        hist_rows = ctx.history.rows if ctx.history is not None and cfg.history_weight > 0 else []
-        hist = _LayerIO(model, ctx, layer, hist_rows, mlp, ctx.history.starts) if hist_rows else None
+        kept = _kept_history(ctx) if cfg.history_weight > 0 else []
+        hist_rows = [ctx.history.rows[i] for i in kept]
+        hist = _LayerIO(model, ctx, layer, hist_rows, mlp, [ctx.history.starts[i] for i in kept]) if kept else None
+        if hist is not None:  # the earlier edits' own targets at their anchors (replayed), their current output elsewhere
+            replayed = [ctx.history.targets_at(layer)[i] for i in kept] if cfg.replay_weight > 0 else []
+            hist_target, hist_anchors = _targets(hist, replayed)
+            hist_keep = hist.mask.bool() & ~hist_anchors
         hist_margin: float | None = None
         if hist is not None and cfg.stop_margin is not None and self.history_floor is None:
             # what each earlier answer's margin must stay above: as the first round found them, so a later round
@@ -202,13 +238,30 @@ class UnkeBackend:
                 return io.run()
             return io.outputs + (module(io.mlp_in) - io.mlp_out)  # only the MLP's share changes
 
-        def kept_loss(io: _LayerIO, batch: int) -> torch.Tensor:
-            """The change of the layer output over ``batch`` rows of ``io`` drawn at random (all when fewer)."""
+        def draw(io: _LayerIO, batch: int) -> torch.Tensor:
+            """``batch`` rows of ``io`` drawn at random (all when fewer)."""
             n_rows = io.ids.shape[0]
-            sel = torch.tensor(rng.sample(range(n_rows), min(batch, n_rows)), device=io.ids.device)
+            return torch.tensor(rng.sample(range(n_rows), min(batch, n_rows)), device=io.ids.device)
+
+        def kept_loss(io: _LayerIO, batch: int) -> torch.Tensor:
+            """The change of the layer output over ``batch`` rows of ``io`` drawn at random."""
+            sel = draw(io, batch)
             if mlp is None:
                 return _mse(io.run(sel), io.outputs[sel], io.mask[sel].bool())
             return _mse(module(io.mlp_in[sel]), io.mlp_out[sel], io.mask[sel].bool())
+
+        def history_loss() -> torch.Tensor:
+            """The earlier edit texts drawn this step: kept (``history_weight``), their anchors replayed
+            (``replay_weight``)."""
+            sel = draw(hist, cfg.history_batch)
+            if mlp is None:
+                out_h = hist.run(sel)
+            else:
+                out_h = hist.outputs[sel] + (module(hist.mlp_in[sel]) - hist.mlp_out[sel])
+            loss = cfg.history_weight * _mse(out_h, hist_target[sel], hist_keep[sel])
+            if hist_anchors[sel].any():
+                loss = loss + cfg.replay_weight * _mse(out_h, hist_target[sel], hist_anchors[sel])
+            return loss
 
         if pres is not None and mlp is not None and cfg.preserve_tokens:
             valid = pres.mask.bool()
@@ -251,7 +304,7 @@ class UnkeBackend:
                 if pres is not None:
                     loss = loss + cfg.preserve_weight * preserve_loss()
                 if hist is not None:
-                    loss = loss + cfg.history_weight * kept_loss(hist, cfg.history_batch)
+                    loss = loss + history_loss()
                 start_err = start_err if start_err is not None else l_edit.item()
                 history.append(l_edit.item())
                 if cfg.tol > 0 and l_edit.item() < cfg.tol * start_err:

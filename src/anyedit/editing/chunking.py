@@ -91,12 +91,16 @@ def snap_spans(spans: Sequence[tuple[int, int]], scores: Sequence[float], snap: 
 
 
 def make_chunks(prepared: PreparedRequest, cfg: ChunkingConfig,
-                anchor_scores: Sequence[float] | None = None) -> list[Chunk]:
+                anchor_scores: Sequence[float] | None = None, shared: int = 0) -> list[Chunk]:
     """Chunks of a prepared request with their anchor positions in ``prompt + target``.
 
     ``anchor_scores`` (one per position of ``prompt + target``: how cheap that position's key is to edit)
     is used when ``cfg.snap`` > 0 to move the boundaries between chunks (see :class:`ChunkingConfig`);
     without scores the boundaries stay where the mode puts them.
+    ``shared``: how many leading tokens this text has in common with another edit's text (see
+    :func:`shared_prefixes`). Hidden states there are the same in both texts, so two edits' targets at them would
+    contradict each other: with ``first_anchor="question"`` the first chunk is spread only over the question tokens
+    from there on (unless the whole question is shared, i.e. the same question edited again).
     """
     n, p = len(prepared.target_ids), prepared.prompt_len
     if cfg.mode == "none":
@@ -115,7 +119,8 @@ def make_chunks(prepared: PreparedRequest, cfg: ChunkingConfig,
         if k == 0 and cfg.first_anchor == "question_end":
             anchors = (prepared.question_end,)
         elif k == 0 and cfg.first_anchor == "question":
-            anchors = tuple(range(prepared.question_start, prepared.question_end + 1))
+            first = max(prepared.question_start, shared) if shared <= prepared.question_end else prepared.question_start
+            anchors = tuple(range(first, prepared.question_end + 1))
         elif k == 0 and cfg.first_anchor == "subject_last":
             if prepared.subject_end is None:
                 rid = prepared.request.id
@@ -125,3 +130,23 @@ def make_chunks(prepared: PreparedRequest, cfg: ChunkingConfig,
             anchors = (prepared.subject_end,)
         chunks.append(Chunk(start=s, end=e, anchors=anchors))
     return chunks
+
+
+def shared_prefixes(texts: Sequence[Sequence[int]], groups: Sequence[int],
+                    others: Sequence[Sequence[int]] = ()) -> list[int]:
+    """For each of ``texts``: the length of the longest token prefix it has in common with a text of another
+    group (``groups[i]``: which request text ``i`` words; its other wordings are not counted) or with any of
+    ``others`` (e.g. the texts of the edits applied before)."""
+    def common(a: Sequence[int], b: Sequence[int]) -> int:
+        n = 0
+        for x, y in zip(a, b):
+            if x != y:
+                break
+            n += 1
+        return n
+
+    out = []
+    for i, t in enumerate(texts):
+        rivals = [u for j, u in enumerate(texts) if groups[j] != groups[i]] + list(others)
+        out.append(max((common(t, u) for u in rivals), default=0))
+    return out

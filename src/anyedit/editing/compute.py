@@ -25,7 +25,7 @@ from ..stats.corpus import corpus_id
 from ..stats.covariance import CovarianceCache
 from ..stats.preserve import chat_source, load_prompts
 from ..types import Chunk, EditRequest, PreparedRequest, ValueTargets
-from .chunking import make_chunks
+from .chunking import make_chunks, shared_prefixes
 from .history import EditHistory
 from .keys import key_editability
 from .phrasings import expand_requests
@@ -255,6 +255,7 @@ class _Rounds:
     deltas: dict[str, Delta] = field(default_factory=dict)
     edited_keys: dict[int, torch.Tensor] = field(default_factory=dict)
     first_values: list[ValueTargets] | None = None
+    last_values: list[ValueTargets] | None = None  # the last round's, whose targets the final update aimed at
     rounds: list[dict[str, Any]] = field(default_factory=list)
     value_search_s: float = 0.0
     update_s: float = 0.0
@@ -291,6 +292,7 @@ def _run_rounds(model: nn.Module, tokenizer: Any, spec: ArchSpec, plan: _Plan, c
                 out.final_check = search
                 break
             out.first_values = out.first_values or values
+            out.last_values = values
             ctx = EditContext(model=model, tokenizer=tokenizer, spec=spec, config=config, layers=layers,
                               value_layer=z, prepared=plan.prepared, chunks=plan.chunks, values=values,
                               **st.callables(), history=history, show_progress=show_progress)
@@ -319,8 +321,8 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
 
     ``config=None`` uses the measured preset for this model family and size (see ``presets.json``).
     Statistics are cached in ``stats_cache`` (or a new cache under ``cache_dir``).
-    ``history``: for sequential editing, what the edits applied before left (their keys and texts, which the
-    update methods protect); this edit's share is added to it (and kept as ``result.history``). Pass it only for
+    ``history``: for sequential editing, what the edits applied before left (their keys, texts and value targets,
+    which the update methods protect); this edit's share is added to it (and kept as ``result.history``). Pass it only for
     edits you apply, or use an :class:`~anyedit.editing.stack.EditStack`.
     ``value_cache``: reuse value searches made on the same model state with the same settings (a
     :class:`~anyedit.editing.values.ValueCache`), e.g. to compare backends on identical vectors.
@@ -331,11 +333,14 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
     config, layers, z, backend, stats_cache = _setup(model, config, stats_cache, cache_dir, show_progress)
     plan = _plan(model, tokenizer, reqs, config)
     st = _StatisticsAccess(model, tokenizer, spec, config, stats_cache)
+    scores: list[Any] = [None] * len(plan.prepared)
     if _snaps(config):
         cov = st.stats([z])[z]
         with st.timing():
             scores = key_editability(model, spec, [p.ids for p in plan.prepared], z, cov)
-        plan.chunks = [make_chunks(p, config.chunking, s) for p, s in zip(plan.prepared, scores)]
+    shared = shared_prefixes([p.ids for p in plan.prepared], plan.main_of, history.rows if history else ())
+    if _snaps(config) or any(shared):
+        plan.chunks = [make_chunks(p, config.chunking, s, n) for p, s, n in zip(plan.prepared, scores, shared)]
     done = _run_rounds(model, tokenizer, spec, plan, config, layers, z, backend, st, history, value_cache,
                        show_progress)
     original = {}
@@ -344,7 +349,8 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
             raise EditApplyError(f"the {config.method} update for {name} is not finite; nothing was changed")
         original[name] = tensor_sha256(get_param(model, name))
     share = EditHistory()  # what later edits must keep of this one
-    share.add(done.edited_keys, [list(p.ids) for p in plan.prepared], [p.prompt_len for p in plan.prepared])
+    share.add(done.edited_keys, [list(p.ids) for p in plan.prepared], [p.prompt_len for p in plan.prepared],
+              done.last_values or None)
     if history is not None:
         history.merge(share)
     timings = {"value_search_s": done.value_search_s, "update_s": done.update_s, "statistics_s": st.seconds}
