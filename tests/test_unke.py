@@ -201,6 +201,7 @@ def test_unke_replays_the_earlier_edits_targets_at_their_anchors(llama, tmp_path
     for w in (0.0, 1.0):
         h = EditHistory()
         h.merge(history)
+        h.applied = {}  # the first edit is not applied here
         res = anyedit.compute_edits(model, tok, other, _cfg(tmp_path, **{"backend.replay_weight": w}),
                                     stats_cache=cache, show_progress=False, history=h)
         with res.applied(model):
@@ -226,3 +227,39 @@ def test_unke_drops_an_earlier_edit_of_the_same_question(llama, tmp_path):
     d = anyedit.compute_edits(model, tok, EditRequest("Who wrote it?", "A fox."), cfg, stats_cache=cache,
                               show_progress=False, history=history).diagnostics
     assert d["history_texts"] == 1  # the first answer was replaced by the second, which is kept
+
+
+def test_unke_preserves_against_the_unedited_model_in_sequential_editing(llama, tmp_path):
+    """With an earlier edit applied, the preservation conversations are kept as the unedited model has them: an
+    update with nothing but the preservation term pulls their layer output back towards the unedited model's
+    (preserve_unedited), where keeping them as the earlier edit left them does not move them."""
+    from anyedit import EditHistory
+    from anyedit.stats.preserve import chat_source
+
+    model, tok = llama
+    spec = get_spec(model)
+    cache = CovarianceCache(tmp_path, False)
+    history = EditHistory()
+    first = anyedit.compute_edits(model, tok, REQ, _cfg(tmp_path, **{"backend.lr": 0.03}), stats_cache=cache,
+                                  show_progress=False, history=history)
+    assert set(history.applied) == set(first.deltas)
+    cfg = _cfg(tmp_path, **{"backend.edit_weight": 0.0, "backend.kp_weight": 0.0, "backend.history_weight": 0.0,
+                            "backend.replay_weight": 0.0, "backend.preserve_weight": 1.0})
+    rows = list(chat_source(model, tok, cfg.preserve, cfg.prompt, None).rows())
+
+    def outputs() -> torch.Tensor:
+        return torch.cat([trace(model, spec, [r], 2, 2)[0].outputs for r in rows])
+
+    base = outputs()
+    drift = {}
+    with first.applied(model):
+        moved = (outputs() - base).norm()
+        for unedited in (True, False):
+            h = EditHistory()
+            h.merge(history)
+            res = anyedit.compute_edits(model, tok, EditRequest("Who wrote it?", "A fox."),
+                                        cfg.with_overrides({"backend.preserve_unedited": unedited}),
+                                        stats_cache=cache, show_progress=False, history=h)
+            with res.applied(model):
+                drift[unedited] = ((outputs() - base).norm() / moved).item()
+    assert drift[True] < 0.6 * drift[False], drift

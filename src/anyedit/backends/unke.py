@@ -19,14 +19,14 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..config import BackendConfig, EditConfig, check_choice, check_int, check_number
+from ..config import BackendConfig, EditConfig, check_bool, check_choice, check_int, check_number
 from ..errors import UnsupportedArchitectureError
 from ..model.arch import ArchSpec, get_spec
 from ..model.batching import pad_batch
 from ..model.hooks import capture, replayed_layers, stop_after
 from ..model.logits import argmax_margin
 from ..model.state import input_device, training
-from ..model.weights import Delta
+from ..model.weights import Delta, undone
 from .base import BackendOutput, EditContext, register_backend
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,9 @@ class UnkeConfig(BackendConfig):
     towards the targets their own value search found (``replay_weight * MSE(their anchors -> their targets)``, a
     mean over the anchors of the texts drawn, as a batch edit of all of them would), so what later edits wear away
     is restored instead of merely slowed (``replay_weight`` 0: their anchors are kept as they are now, like the
-    other positions). With ``stop_margin`` set, the update
+    other positions). The preservation conversations are kept as the unedited model has them
+    (``preserve_unedited``; False: as the earlier edits left them), so locality does not drift edit by edit.
+    With ``stop_margin`` set, the update
     then also stops only once no earlier answer has lost margin below ``min(stop_margin, its margin when the update
     began)`` (checked when the new answer passes).
 
@@ -81,6 +83,7 @@ class UnkeConfig(BackendConfig):
     history_weight: float = 1.0
     history_batch: int = 8
     replay_weight: float = 1.0
+    preserve_unedited: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -98,6 +101,7 @@ class UnkeConfig(BackendConfig):
         check_number(c, "history_weight", self.history_weight, allow_zero=True)
         check_int(c, "history_batch", self.history_batch)
         check_number(c, "replay_weight", self.replay_weight, allow_zero=True)
+        check_bool(c, "preserve_unedited", self.preserve_unedited)
         check_int(c, "seed", self.seed, minimum=0)
 
     @classmethod
@@ -217,7 +221,11 @@ class UnkeBackend:
         target, anchor_mask = _targets(edit, [(v.positions, v.targets) for v in ctx.values])
         keep_mask = edit.mask.bool() & ~anchor_mask
         self.prepare(ctx)
-        pres = _LayerIO(model, ctx, layer, self.preserve, mlp) if self.preserve is not None else None
+        pres = None
+        if self.preserve is not None:  # kept as the unedited model has them, not as earlier edits left them
+            applied = ctx.history.applied if ctx.history is not None and cfg.preserve_unedited else {}
+            with undone(model, applied):
+                pres = _LayerIO(model, ctx, layer, self.preserve, mlp)
         rng = random.Random(cfg.seed)
 
         kept = _kept_history(ctx) if cfg.history_weight > 0 else []

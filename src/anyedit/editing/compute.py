@@ -353,6 +353,7 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
               done.last_values or None)
     if history is not None:
         history.merge(share)
+        history.add_applied(done.deltas)
     timings = {"value_search_s": done.value_search_s, "update_s": done.update_s, "statistics_s": st.seconds}
     if plan.has_variants:
         timings["phrasings_s"] = plan.phrasing_seconds

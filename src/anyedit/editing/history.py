@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import EditFormatError
+from ..model.weights import Delta
 from ..types import ValueTargets
 
 
@@ -33,6 +34,9 @@ class EditHistory:
         self.rows: list[list[int]] = []
         self.starts: list[int] = []  # where each row's answer starts (its prompt length)
         self.targets: list[tuple[int, list[int], torch.Tensor] | None] = []  # per row: (layer, positions, vectors)
+        # the earlier edits' weight changes, summed (in memory only: each edit saves its own), so that a method can
+        # compare with the unedited model
+        self.applied: dict[str, Delta] = {}
 
     def add(self, keys: dict[int, torch.Tensor], rows: list[list[int]] | None = None,
             starts: list[int] | None = None, values: list[ValueTargets] | None = None) -> None:
@@ -64,7 +68,13 @@ class EditHistory:
         self.rows.extend(list(r) for r in other.rows)
         self.starts.extend(other.starts)
         self.targets.extend(other.targets)
+        self.add_applied(other.applied)
         self.n_edits += other.n_edits
+
+    def add_applied(self, deltas: dict[str, Delta]) -> None:
+        """Record weight changes that are applied to the model with this history's edits."""
+        for name, d in deltas.items():
+            self.applied[name] = self.applied[name].merged(d) if name in self.applied else d
 
     def get(self, layer: int) -> torch.Tensor | None:
         return self.sums.get(layer)

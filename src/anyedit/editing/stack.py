@@ -107,11 +107,13 @@ class EditStack:
         return self._loaded
 
     def history(self) -> EditHistory:
-        """What every member leaves for the next edit to protect (their keys and texts)."""
+        """What every member leaves for the next edit to protect (their keys, texts and targets, and their weight
+        changes)."""
         h = EditHistory()
         for res in self.members():
             if res.history is not None:
                 h.merge(res.history)
+            h.add_applied(res.deltas)
         return h
 
     @property

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -124,6 +126,17 @@ def restore(model: nn.Module, backup: dict[str, torch.Tensor]) -> None:
     for name, v in backup.items():
         get_param(model, name).copy_(v)
     _APPLIED.get(model, set()).discard(id(backup))
+
+
+@contextmanager
+def undone(model: nn.Module, deltas: dict[str, Delta]) -> Iterator[nn.Module]:
+    """``with undone(model, deltas):`` the model without ``deltas`` (each subtracted) for the block; its weights
+    are put back exactly afterwards."""
+    backup = apply_deltas(model, {n: Delta(dense=-d.full()) for n, d in deltas.items()})
+    try:
+        yield model
+    finally:
+        restore(model, backup)
 
 
 def tensor_sha256(t: torch.Tensor) -> str:
