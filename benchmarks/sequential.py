@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +30,9 @@ from anyedit.eval.metrics import rouge
 from anyedit.model.generation import generate
 from anyedit.model.prompts import prepare_request
 from anyedit.stats.preserve import builtin_prompts
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from edit_cost import machine_unit
 
 FILES = {"mq": "mquake_cf_dev.json", "uk": "unkebench_dev.json"}
 
@@ -52,9 +56,11 @@ def main() -> None:
     model, tok = anyedit.load_model()
     requests = [r.request for r in load_dataset(str(Path(args.data) / FILES[args.source]), limit=args.n).records]
     mode = "batch" if args.batch else "sequential"
-    print(f"{args.source}: {len(requests)} records, {mode}; overrides {dict(args.set)}", flush=True)
+    unit = machine_unit(model)
+    print(f"{args.source}: {len(requests)} records, {mode}; overrides {dict(args.set)}; machine unit (forward+backward"
+          f" over 256 tokens) {unit:.2f} s", flush=True)
     print("| N | mode | method | reproduced right after its own edit | reproduced after all | mean R-L after all | "
-          "probe tokens kept | probe NLL change | Paris kept | total s |")
+          "probe tokens kept | probe NLL change | Paris kept | total s (units) |")
     print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
     for method in args.methods.split(","):
         cfg = anyedit.preset_config(model, method)
@@ -88,7 +94,8 @@ def main() -> None:
         kept = f"{rep.token_agreement:.3f}" if rep else "–"
         nll = f"{rep.nll_change:+.3f}" if rep else "–"
         print(f"| {len(requests)} | {mode} | {method} | {after} | {sum(x >= 0.9 for x in end)}/{len(requests)} | "
-              f"{sum(end) / len(end):.2f} | {kept} | {nll} | {'yes' if paris else 'no'} | {secs:.0f} |", flush=True)
+              f"{sum(end) / len(end):.2f} | {kept} | {nll} | {'yes' if paris else 'no'} | "
+              f"{secs:.0f} ({secs / unit:.0f}) |", flush=True)
         print("  per edit " + ("(right after / after all): " + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in
                                                                         zip(right_after, end))
                                 if right_after else "(after all): " + ", ".join(f"{b:.2f}" for b in end)), flush=True)
@@ -96,7 +103,8 @@ def main() -> None:
             row = {"source": args.source, "n": len(requests), "mode": mode, "method": method,
                    "overrides": dict(args.set), "right_after": right_after, "end": end,
                    "probe_tokens_kept": rep.token_agreement if rep else None,
-                   "probe_nll_change": rep.nll_change if rep else None, "paris": paris, "seconds": secs}
+                   "probe_nll_change": rep.nll_change if rep else None, "paris": paris, "seconds": secs,
+                   "machine_unit_s": unit}
             with open(args.out, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
 

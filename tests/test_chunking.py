@@ -3,8 +3,14 @@ from __future__ import annotations
 import pytest
 
 from anyedit.config import ChunkingConfig, PromptConfig
-from anyedit.editing.chunking import (make_chunks, sentence_spans, sentence_starts, shared_prefixes, snap_spans,
-                                      window_spans)
+from anyedit.editing.chunking import (
+    make_chunks,
+    sentence_spans,
+    sentence_starts,
+    shared_prefixes,
+    snap_spans,
+    window_spans,
+)
 from anyedit.errors import ConfigError, RequestError
 from anyedit.model.prompts import prepare_request
 from anyedit.types import EditRequest

@@ -322,8 +322,9 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
     ``config=None`` uses the measured preset for this model family and size (see ``presets.json``).
     Statistics are cached in ``stats_cache`` (or a new cache under ``cache_dir``).
     ``history``: for sequential editing, what the edits applied before left (their keys, texts and value targets,
-    which the update methods protect); this edit's share is added to it (and kept as ``result.history``). Pass it only for
-    edits you apply, or use an :class:`~anyedit.editing.stack.EditStack`.
+    which the update methods protect); this edit's share is added to it (and kept as ``result.history``), and its
+    weight changes to ``history.applied``. Pass it only for edits you apply, or use an
+    :class:`~anyedit.editing.stack.EditStack`.
     ``value_cache``: reuse value searches made on the same model state with the same settings (a
     :class:`~anyedit.editing.values.ValueCache`), e.g. to compare backends on identical vectors.
     """

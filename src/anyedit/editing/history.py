@@ -5,8 +5,10 @@ every key an earlier edit was written at (AlphaEdit adds it to its system matrix
 reference code forgot; MEMIT adds it to its key covariance with ``history_weight``); the token ids of the
 earlier edits' texts (UnKE keeps the edited layer's output on them, so training for a new edit cannot undo an old
 one); and, per text, the hidden-state targets its value search found (their layer, anchor positions and vectors),
-which UnKE trains towards again in every later update, as a batch edit of all of them would. Pass the same :class:`EditHistory` to each ``compute_edits`` call whose result you apply, or use an
-:class:`~anyedit.editing.stack.EditStack`, which keeps each edit's share beside it. Stored as safetensors.
+which UnKE trains towards again in every later update, as a batch edit of all of them would. Pass the same
+:class:`EditHistory` to each ``compute_edits`` call whose result you apply, or use an
+:class:`~anyedit.editing.stack.EditStack`, which keeps each edit's share beside it. Stored as safetensors (without
+``applied``, the earlier edits' summed weight changes, which each edit saves itself and a stack fills in).
 """
 
 from __future__ import annotations
