@@ -232,7 +232,8 @@ class UnkeBackend:
         hist_rows = [ctx.history.rows[i] for i in kept]
         hist = _LayerIO(model, ctx, layer, hist_rows, mlp, [ctx.history.starts[i] for i in kept]) if kept else None
         if hist is not None:  # the earlier edits' own targets at their anchors (replayed), their outputs elsewhere
-            replayed = [ctx.history.targets_at(layer)[i] for i in kept] if cfg.replay_weight > 0 else []
+            at_layer = ctx.history.targets_at(layer) if cfg.replay_weight > 0 else []
+            replayed = [at_layer[i] for i in kept] if at_layer else []
             hist_target, hist_anchors = _targets(hist, replayed)
             hist_keep = hist.mask.bool() & ~hist_anchors
         hist_margin: float | None = None
