@@ -172,21 +172,6 @@ def _targets(io: _LayerIO, anchors: list[tuple[list[int], torch.Tensor] | None]
     return target, mask
 
 
-def _kept_history(ctx: EditContext) -> list[int]:
-    """Which of the earlier edit texts to keep: all but those asking exactly (same prompt tokens) what this edit
-    or a later earlier edit asks, whose answer replaced theirs."""
-    if ctx.history is None:
-        return []
-    asked = {tuple(p.ids[: p.prompt_len]) for p in ctx.prepared}
-    kept = []
-    for i in reversed(range(len(ctx.history.rows))):
-        prompt = tuple(ctx.history.rows[i][: ctx.history.starts[i]])
-        if prompt not in asked:
-            kept.append(i)
-            asked.add(prompt)
-    return kept[::-1]
-
-
 def _mlp_path(spec: ArchSpec, layer: int) -> str:
     """The MLP module of a decoder layer: the parent of its output projection."""
     return spec.mlp_out_path(layer).rsplit(".", 1)[0]
@@ -228,7 +213,8 @@ class UnkeBackend:
                 pres = _LayerIO(model, ctx, layer, self.preserve, mlp)
         rng = random.Random(cfg.seed)
 
-        kept = _kept_history(ctx) if cfg.history_weight > 0 else []
+        use = ctx.history is not None and cfg.history_weight > 0
+        kept = ctx.history.live_rows([p.ids[: p.prompt_len] for p in ctx.prepared]) if use else []
         hist_rows = [ctx.history.rows[i] for i in kept]
         hist = _LayerIO(model, ctx, layer, hist_rows, mlp, [ctx.history.starts[i] for i in kept]) if kept else None
         if hist is not None:  # the earlier edits' own targets at their anchors (replayed), their outputs elsewhere
@@ -242,10 +228,13 @@ class UnkeBackend:
             # (on the model with this edit's first update applied) cannot accept what that update broke
             self.history_floor = [min(m, cfg.stop_margin) for m in hist.answer_margins(hist.outputs)]
 
-        def layer_output(io: _LayerIO) -> torch.Tensor:
+        def layer_output(io: _LayerIO, sel: torch.Tensor | None = None) -> torch.Tensor:
+            """The layer output on all rows of ``io``, or on the rows ``sel``."""
             if mlp is None:
-                return io.run()
-            return io.outputs + (module(io.mlp_in) - io.mlp_out)  # only the MLP's share changes
+                return io.run(sel)
+            o, i, m = (io.outputs, io.mlp_in, io.mlp_out) if sel is None else \
+                (io.outputs[sel], io.mlp_in[sel], io.mlp_out[sel])
+            return o + (module(i) - m)  # only the MLP's share changes
 
         def draw(io: _LayerIO, batch: int) -> torch.Tensor:
             """``batch`` rows of ``io`` drawn at random (all when fewer)."""
@@ -263,10 +252,7 @@ class UnkeBackend:
             """The earlier edit texts drawn this step: kept (``history_weight``), their anchors replayed
             (``replay_weight``)."""
             sel = draw(hist, cfg.history_batch)
-            if mlp is None:
-                out_h = hist.run(sel)
-            else:
-                out_h = hist.outputs[sel] + (module(hist.mlp_in[sel]) - hist.mlp_out[sel])
+            out_h = layer_output(hist, sel)
             loss = cfg.history_weight * _mse(out_h, hist_target[sel], hist_keep[sel])
             if hist_anchors[sel].any():
                 loss = loss + cfg.replay_weight * _mse(out_h, hist_target[sel], hist_anchors[sel])

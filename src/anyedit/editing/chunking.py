@@ -6,6 +6,7 @@ sentence boundaries found in the text are mapped onto it through the token chara
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 
@@ -137,16 +138,8 @@ def shared_prefixes(texts: Sequence[Sequence[int]], groups: Sequence[int],
     """For each of ``texts``: the length of the longest token prefix it has in common with a text of another
     group (``groups[i]``: which request text ``i`` words; its other wordings are not counted) or with any of
     ``others`` (e.g. the texts of the edits applied before)."""
-    def common(a: Sequence[int], b: Sequence[int]) -> int:
-        n = 0
-        for x, y in zip(a, b):
-            if x != y:
-                break
-            n += 1
-        return n
-
     out = []
     for i, t in enumerate(texts):
         rivals = [u for j, u in enumerate(texts) if groups[j] != groups[i]] + list(others)
-        out.append(max((common(t, u) for u in rivals), default=0))
+        out.append(max((len(os.path.commonprefix([list(t), list(u)])) for u in rivals), default=0))
     return out

@@ -339,7 +339,8 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
         cov = st.stats([z])[z]
         with st.timing():
             scores = key_editability(model, spec, [p.ids for p in plan.prepared], z, cov)
-    shared = shared_prefixes([p.ids for p in plan.prepared], plan.main_of, history.rows if history else ())
+    shared = shared_prefixes([p.ids for p in plan.prepared], plan.main_of,
+                             history.rows if history is not None else ())
     if _snaps(config) or any(shared):
         plan.chunks = [make_chunks(p, config.chunking, s, n) for p, s, n in zip(plan.prepared, scores, shared)]
     done = _run_rounds(model, tokenizer, spec, plan, config, layers, z, backend, st, history, value_cache,

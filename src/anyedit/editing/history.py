@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -80,6 +81,18 @@ class EditHistory:
 
     def get(self, layer: int) -> torch.Tensor | None:
         return self.sums.get(layer)
+
+    def live_rows(self, asked: Iterable[Sequence[int]] = ()) -> list[int]:
+        """The rows whose answer still stands: all but those whose prompt (the same tokens) a later row or one of
+        ``asked`` (the prompts of the edit being made) asks again, since that answer replaced theirs."""
+        seen = {tuple(a) for a in asked}
+        live = []
+        for i in reversed(range(len(self.rows))):
+            prompt = tuple(self.rows[i][: self.starts[i]])
+            if prompt not in seen:
+                live.append(i)
+                seen.add(prompt)
+        return live[::-1]
 
     def targets_at(self, layer: int) -> list[tuple[list[int], torch.Tensor] | None]:
         """Per row, its anchor positions and target vectors at ``layer`` (None where it has none there)."""
