@@ -11,8 +11,9 @@ Per record (edited on its own, then reverted): answer tokens, chunks, update rou
 chunk reproduced is counted apart: "+check"), Adam steps per chunk (mean / max, per round), seconds of statistics
 (`prepare_statistics`: zero on a warm cache), value search and update per round, the edit's total in seconds and in
 units; then what the edit must keep: ROUGE-L F1 (rouge-score) of the greedy answer against the new answer, probe
-tokens kept and NLL change on the built-in probe prompts, and whether "What is the capital of France?" still
-mentions Paris. Records: ``demo`` (anyedit demo's answer) and those of benchmarks/edit_quality.py.
+tokens kept and NLL change on the built-in probe prompts, whether "What is the capital of France?" still
+mentions Paris, and how many of the built-in factual probes the unedited model answers right still are.
+Records: ``demo`` (anyedit demo's answer) and those of benchmarks/edit_quality.py.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch
 
 import anyedit
 from anyedit.cli.options import parse_set
-from anyedit.eval.locality import LocalityProbe
+from anyedit.eval.locality import FactualProbe, LocalityProbe
 from anyedit.eval.metrics import rouge
 from anyedit.model.generation import generate
 from anyedit.model.prompts import prepare_request
@@ -99,10 +100,11 @@ def main() -> None:
     print(f"statistics (prepare_statistics, once for all records): {stats_s:.1f} s = {stats_s / unit:.1f} units "
           f"({'; '.join(prepared) or 'none'})", flush=True)
     probe = LocalityProbe(model, tok, cfg.prompt, builtin_prompts("probe")[: args.probes]) if args.probes else None
+    facts = FactualProbe(model, tok, cfg.prompt)
     print("| record | answer tokens | chunks | rounds | Adam steps per chunk (mean/max, per round) | value search s "
           "(per round) | update s (per round) | edit s | edit units | ROUGE-L | probe tokens kept | probe NLL change "
-          "| Paris kept |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+          "| Paris kept | facts kept |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     rows = []
     for req in _records(args.records, Path(args.data)):
         n = len(prepare_request(tok, req, cfg.prompt).target_ids)
@@ -112,6 +114,7 @@ def main() -> None:
             answer = generate(model, tok, req.question, cfg.prompt, max_new_tokens=n + 16)[0]
             loc = probe.compare(model) if probe is not None else None
             paris = "Paris" in generate(model, tok, "What is the capital of France?", cfg.prompt, 20)[0]
+            fact_rep = facts.compare(model)
         steps = [s for s in _per_round(res, "chunk_steps") if s]
         check = res.diagnostics.get("final_check")
         searches = _per_round(res, "value_search_s") + ([check["value_search_s"]] if check else [])
@@ -121,7 +124,8 @@ def main() -> None:
                "statistics_s": res.timings.get("statistics_s", 0.0), "edit_s": secs, "unit_s": unit,
                "edit_units": secs / unit, "rougeL_f": rouge(req.answer, answer)["rougeL_f"],
                "probe_tokens_kept": loc.token_agreement if loc else None, "probe_nll_change": loc.nll_change
-               if loc else None, "paris": paris, "realised_fraction": _per_round(res, "realised_fraction"),
+               if loc else None, "paris": paris, "facts": fact_rep.to_dict(),
+               "realised_fraction": _per_round(res, "realised_fraction"),
                "anchor_mse": _per_round(res, "anchor_mse")}
         rows.append(row)
         step_text = "; ".join(f"{statistics.mean(s):.0f}/{max(s)}" for s in steps) or "-"
@@ -129,14 +133,18 @@ def main() -> None:
               f"{' + '.join(f'{x:.0f}' for x in searches)} | {' + '.join(f'{x:.0f}' for x in row['update_s'])} | "
               f"{secs:.0f} | {secs / unit:.0f} | {row['rougeL_f']:.2f} | "
               f"{'-' if loc is None else f'{loc.token_agreement:.3f}'} | "
-              f"{'-' if loc is None else f'{loc.nll_change:+.3f}'} | {'yes' if paris else 'no'} |", flush=True)
+              f"{'-' if loc is None else f'{loc.nll_change:+.3f}'} | {'yes' if paris else 'no'} | "
+              f"{fact_rep.kept}/{fact_rep.known} |", flush=True)
+        for lost in fact_rep.lost:
+            print(f"  fact lost: {lost}", flush=True)
         if args.out:
             with open(args.out, "a", encoding="utf-8") as f:
                 f.write(json.dumps({**row, "method": cfg.method, "overrides": dict(args.set)}) + "\n")
     if len(rows) > 1:
         print(f"| mean | | | | | | | {statistics.mean(r['edit_s'] for r in rows):.0f} | "
               f"{statistics.mean(r['edit_units'] for r in rows):.0f} | "
-              f"{statistics.mean(r['rougeL_f'] for r in rows):.2f} | | | {sum(r['paris'] for r in rows)}/{len(rows)} |")
+              f"{statistics.mean(r['rougeL_f'] for r in rows):.2f} | | | {sum(r['paris'] for r in rows)}/{len(rows)} | "
+              f"all kept on {sum(r['facts']['all_kept'] for r in rows)}/{len(rows)} |")
     after = machine_unit(model)
     print(f"machine unit again after the edits: {after:.3f} s ({100 * (after / unit - 1):+.0f}%)")
 

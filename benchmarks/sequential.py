@@ -10,7 +10,8 @@ temporary directory), i.e. computed on the model with every earlier edit applied
 they were written at, the texts they were made on), which the method protects; right after its own edit, the
 question is asked. Batch: all N in one ``compute_edits`` call. At the end, every question is asked again (greedy)
 and scored with ROUGE-L F1 against its new answer (reproduced: >= 0.9); locality is measured against the
-*unedited* model on the built-in probe prompts; "Paris": "What is the capital of France?" still says Paris.
+*unedited* model on the built-in probe prompts; "Paris": "What is the capital of France?" still says Paris; "facts
+kept": of the built-in factual probes the unedited model answers right, how many still are (the lost ones are listed).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 import anyedit
 from anyedit.cli.options import parse_set
 from anyedit.eval.datasets import load_dataset
-from anyedit.eval.locality import LocalityProbe
+from anyedit.eval.locality import FactualProbe, LocalityProbe
 from anyedit.eval.metrics import rouge
 from anyedit.model.generation import generate
 from anyedit.model.prompts import prepare_request
@@ -60,13 +61,14 @@ def main() -> None:
     print(f"{args.source}: {len(requests)} records, {mode}; overrides {dict(args.set)}; machine unit (forward+backward"
           f" over 256 tokens) {unit:.2f} s", flush=True)
     print("| N | mode | method | reproduced right after its own edit | reproduced after all | mean R-L after all | "
-          "probe tokens kept | probe NLL change | Paris kept | total s (units) |")
-    print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
+          "probe tokens kept | probe NLL change | Paris kept | facts kept | total s (units) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     for method in args.methods.split(","):
         cfg = anyedit.preset_config(model, method)
         if args.set:
             cfg = cfg.with_overrides(dict(args.set))
         probe = LocalityProbe(model, tok, cfg.prompt, builtin_prompts("probe")[: args.probes]) if args.probes else None
+        facts = FactualProbe(model, tok, cfg.prompt)
         right_after: list[float] = []
         t = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
@@ -90,12 +92,15 @@ def main() -> None:
                 end = [_answer(model, tok, r, cfg.prompt) for r in requests]
                 rep = probe.compare(model) if probe is not None else None
                 paris = "Paris" in generate(model, tok, "What is the capital of France?", cfg.prompt, 20)[0]
+                fact_rep = facts.compare(model)
         after = "–" if args.batch else f"{sum(x >= 0.9 for x in right_after)}/{len(requests)}"
         kept = f"{rep.token_agreement:.3f}" if rep else "–"
         nll = f"{rep.nll_change:+.3f}" if rep else "–"
         print(f"| {len(requests)} | {mode} | {method} | {after} | {sum(x >= 0.9 for x in end)}/{len(requests)} | "
               f"{sum(end) / len(end):.2f} | {kept} | {nll} | {'yes' if paris else 'no'} | "
-              f"{secs:.0f} ({secs / unit:.0f}) |", flush=True)
+              f"{fact_rep.kept}/{fact_rep.known} | {secs:.0f} ({secs / unit:.0f}) |", flush=True)
+        for lost in fact_rep.lost:
+            print(f"  fact lost: {lost}", flush=True)
         print("  per edit " + ("(right after / after all): " + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in
                                                                         zip(right_after, end))
                                 if right_after else "(after all): " + ", ".join(f"{b:.2f}" for b in end)), flush=True)
@@ -103,7 +108,8 @@ def main() -> None:
             row = {"source": args.source, "n": len(requests), "mode": mode, "method": method,
                    "overrides": dict(args.set), "right_after": right_after, "end": end,
                    "probe_tokens_kept": rep.token_agreement if rep else None,
-                   "probe_nll_change": rep.nll_change if rep else None, "paris": paris, "seconds": secs,
+                   "probe_nll_change": rep.nll_change if rep else None, "paris": paris, "facts": fact_rep.to_dict(),
+                   "seconds": secs,
                    "machine_unit_s": unit}
             with open(args.out, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")

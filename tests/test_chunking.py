@@ -219,3 +219,24 @@ def test_snap_config_is_validated():
     with pytest.raises(ConfigError, match="snap"):
         ChunkingConfig(snap=-1)
     assert ChunkingConfig.from_dict(ChunkingConfig(window=10, snap=3).to_dict()).snap == 3
+
+
+def test_question_tokens_that_begin_a_preservation_prompt_are_not_anchors(llama, tmp_path):
+    """With chunking.skip_preserve_prefix, the first chunk is not spread over the leading question tokens that a
+    preservation prompt begins with too ("What is the"): their hidden states are those of that prompt."""
+    import anyedit
+    from anyedit import EditConfig
+
+    model, tok = llama
+    prompts = tmp_path / "keep.txt"
+    prompts.write_text("What is the weather like?\nWrite a poem.\n")
+    req = EditRequest("What is the capital of Peru?", "Lima, a city by the sea.")
+    base = {"method": "unke", "layers": [2], "chunking.window": 8, "chunking.first_anchor": "question",
+            "value.max_steps": 2, "backend.steps": 2, "preserve.prompts": str(prompts), "preserve.answer_tokens": 4}
+    first = {}
+    for skip in (False, True):
+        cfg = EditConfig().with_overrides({**base, "chunking.skip_preserve_prefix": skip})
+        res = anyedit.compute_edits(model, tok, req, cfg, cache_dir=tmp_path, show_progress=False)
+        prep = prepare_request(tok, req, cfg.prompt)
+        first[skip] = tok.decode([prep.ids[i] for i in res.reports[0][0]["anchors"]]).strip()
+    assert first == {False: "What is the capital of Peru?", True: "capital of Peru?"}

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from anyedit.eval.locality import LocalityProbe
+from anyedit.eval.locality import Fact, FactualProbe, LocalityProbe, builtin_facts
 from anyedit.stats.preserve import builtin_prompts
 
 
@@ -52,3 +52,38 @@ def test_an_unreadable_answers_cache_is_regenerated(llama, tmp_path, caplog):
     with caplog.at_level("WARNING", logger="anyedit.stats.preserve"):
         assert list(chat_source(model, tok, cfg, PromptConfig(), tmp_path).rows()) == rows
     assert "unreadable" in caplog.text and len(json.loads(path.read_text())) == 3
+
+
+def test_factual_probes_are_many_short_questions_no_edit_is_told_to_keep():
+    facts = builtin_facts()
+    assert len(facts) >= 30 and len({f.question for f in facts}) == len(facts)
+    assert not {f.question for f in facts} & set(builtin_prompts("preserve"))
+    assert "What is the capital of France?" in {f.question for f in facts}
+    seven = Fact("What is 7 times 8?", ("56", "fifty-six"))
+    assert seven.is_right("7 times 8 is 56.") and seven.is_right("Fifty-six")
+    assert not seven.is_right("It is 156.") and not seven.is_right("5600")
+    assert Fact("q", ("Paris",)).is_right("the city of paris") and not Fact("q", ("Paris",)).is_right("Parisian")
+
+
+def test_factual_probe_counts_the_known_answers_an_edit_loses(llama):
+    """Only questions the recorded model answers right count; a damaged model that answers them otherwise loses
+    them, and the report names them."""
+    model, tok = llama
+    questions = ["What is the answer?", "Write a poem about rain.", "Who are you?"]
+    probe = FactualProbe(model, tok, facts=[Fact(q, ("zzzz",)) for q in questions], max_new_tokens=6)
+    assert probe.known == [] and probe.compare(model).to_dict()["all_kept"] == 1
+    words = [a.split()[0] for a in probe._answers(model, probe.facts)]
+    probe = FactualProbe(model, tok, facts=[Fact(q, (w,)) for q, w in zip(questions, words)], max_new_tokens=6)
+    rep = probe.compare(model)
+    assert (rep.n_probes, rep.known, rep.kept, rep.lost) == (3, 3, 3, [])
+    with torch.no_grad():
+        w = model.model.layers[1].mlp.down_proj.weight
+        saved = w.clone()
+        w.add_(torch.randn(w.shape, generator=torch.Generator().manual_seed(0)) * 5)
+    try:
+        rep = probe.compare(model)
+    finally:
+        with torch.no_grad():
+            w.copy_(saved)
+    assert rep.kept < 3 and len(rep.lost) == 3 - rep.kept and rep.to_dict()["all_kept"] == 0
+    assert rep.to_dict()["kept_fraction"] == rep.kept / 3

@@ -163,6 +163,11 @@ class ChunkingConfig(Config):
     ``k^T C^-1 k`` under the key statistics ``C``. A window boundary that falls after a generic token
     ("the", ",") otherwise puts the chunk's vector on a key that nearly every text shares, which a
     regularised update cannot move without moving all of them. Needs ``overlap=0`` and ``2 * snap < window``.
+
+    ``skip_preserve_prefix`` (with ``first_anchor="question"``): the first chunk is not spread over the leading
+    question tokens that also begin a preservation prompt (``EditConfig.preserve``), e.g. "What is the" in "What
+    is the country of citizenship of ...". Their hidden states are the same in every question that begins so, so
+    a target there moves all of those answers and contradicts the preservation term.
     """
 
     mode: ChunkMode = "window"
@@ -171,6 +176,7 @@ class ChunkingConfig(Config):
     first_anchor: AnchorMode = "prompt_end"
     snap: int = 0
     anchor_span: int = 1
+    skip_preserve_prefix: bool = False
 
     def __post_init__(self) -> None:
         c = type(self)
@@ -182,6 +188,7 @@ class ChunkingConfig(Config):
         check_choice(c, "first_anchor", self.first_anchor, ("prompt_end", "question_end", "question", "subject_last"))
         check_int(c, "snap", self.snap, minimum=0)
         check_int(c, "anchor_span", self.anchor_span)
+        check_bool(c, "skip_preserve_prefix", self.skip_preserve_prefix)
         if self.snap and self.overlap:
             fail(c, "snap", self.snap, f"needs overlap=0 (got overlap={self.overlap})")
         if self.snap and 2 * self.snap >= self.window:

@@ -22,7 +22,7 @@ from .options import (
 
 def cmd_edit(args: argparse.Namespace, requests: list[Any] | None = None) -> int:
     from ..editing.compute import compute_edits
-    from ..eval.locality import LocalityProbe
+    from ..eval.locality import FactualProbe, LocalityProbe
     from ..eval.metrics import rouge
     from ..model.generation import generate
     from ..model.prompts import prepare_request
@@ -40,6 +40,7 @@ def cmd_edit(args: argparse.Namespace, requests: list[Any] | None = None) -> int
     lengths = [len(p.target_ids) + 16 for p in prepared]
     # locality is always against the unedited model, also when a stack of earlier edits is applied
     probe = LocalityProbe(model, tok, cfg.prompt, builtin_prompts("probe")[: args.probes]) if args.probes > 0 else None
+    facts = None if args.no_facts else FactualProbe(model, tok, cfg.prompt)
     if stack is not None:
         stack.apply(model)
     before = [] if args.no_compare else [generate(model, tok, q, cfg.prompt, max_new_tokens=n)[0]
@@ -62,6 +63,10 @@ def cmd_edit(args: argparse.Namespace, requests: list[Any] | None = None) -> int
         rep = probe.compare(model)
         result.diagnostics["locality"] = rep.to_dict()
         print(rep.summary())
+    if facts is not None:
+        fact_rep = facts.compare(model)
+        result.diagnostics["facts"] = fact_rep.to_dict()
+        print(fact_rep.summary())
     if stack is not None:
         where = stack.push(result)
         print(f"added the edit to the stack {stack.directory} as member {len(stack)} ({where.name}); "

@@ -135,6 +135,8 @@ def probe_option(sp: argparse.ArgumentParser, default: int) -> None:
     sp.add_argument("--probes", type=int, default=default, metavar="N",
                     help=f"measure locality on the first N built-in probe prompts (unrelated questions answered "
                     f"before and after the edit; 40 in all; default {default}; 0 = off)")
+    sp.add_argument("--no-facts", action="store_true", help="skip the factual probes (62 short questions with one "
+                    "right answer, asked before and after the edit: how many the model still answers right)")
 
 
 def dataset_options(sp: argparse.ArgumentParser) -> None:
@@ -171,8 +173,8 @@ def eval_settings(args: argparse.Namespace) -> EvalSettings:
     given = dict(sample_temperature=args.temperature, max_new_tokens=args.max_new_tokens,
                  sub_max_new_tokens=args.sub_max_new_tokens)
     decoding.update({k: v for k, v in given.items() if v is not None})
-    return EvalSettings(n_probes=args.probes, compat=not args.no_compat, embed=not args.no_similarity,
-                        seed=args.seed, **decoding)
+    return EvalSettings(n_probes=args.probes, facts=not args.no_facts, compat=not args.no_compat,
+                        embed=not args.no_similarity, seed=args.seed, **decoding)
 
 
 # ------------------------------------------------------------------ model, config, files

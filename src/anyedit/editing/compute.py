@@ -23,7 +23,7 @@ from ..model.prompts import context_length, prepare_request
 from ..model.weights import Delta, apply_deltas, get_param, restore, tensor_sha256
 from ..stats.corpus import corpus_id
 from ..stats.covariance import CovarianceCache
-from ..stats.preserve import chat_source, load_prompts
+from ..stats.preserve import chat_source, load_prompts, preserve_prompt_ids
 from ..types import Chunk, EditRequest, PreparedRequest, ValueTargets
 from .chunking import make_chunks, shared_prefixes
 from .history import EditHistory
@@ -339,8 +339,10 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
         cov = st.stats([z])[z]
         with st.timing():
             scores = key_editability(model, spec, [p.ids for p in plan.prepared], z, cov)
-    shared = shared_prefixes([p.ids for p in plan.prepared], plan.main_of,
-                             history.rows if history is not None else ())
+    others = list(history.rows) if history is not None else []
+    if config.chunking.skip_preserve_prefix and config.chunking.first_anchor == "question":
+        others += preserve_prompt_ids(tokenizer, config.preserve, config.prompt)
+    shared = shared_prefixes([p.ids for p in plan.prepared], plan.main_of, others)
     if _snaps(config) or any(shared):
         plan.chunks = [make_chunks(p, config.chunking, s, n) for p, s, n in zip(plan.prepared, scores, shared)]
     done = _run_rounds(model, tokenizer, spec, plan, config, layers, z, backend, st, history, value_cache,

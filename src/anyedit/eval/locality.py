@@ -10,12 +10,19 @@ teacher-forced NLL. :meth:`LocalityProbe.compare` then reports on the edited mod
 * ``answer_rougeL_f``: how close the free answers stay when they change: the mean ROUGE-L F1 (rouge-score)
   of each answer after the edit against the same prompt's answer before (1 when identical);
 * ``nll_change``: mean change of the per-token NLL of the pre-edit answers (positive = less likely).
+
+A :class:`FactualProbe` asks short questions with one right answer (the built-in ``factual_probes.json``:
+capitals, arithmetic, dates, units, authors; none of them a preservation prompt) and reports how many of those the
+unedited model answers right are still answered right after the edit (:class:`FactualReport`).
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from importlib import resources
 from typing import Any
 
 import torch
@@ -23,7 +30,7 @@ from torch import nn
 
 from ..config import PromptConfig
 from ..model.batching import pad_batch
-from ..model.generation import generate_ids
+from ..model.generation import generate, generate_ids
 from ..model.prompts import encode_prompt
 from ..model.state import input_device
 from ..stats.preserve import builtin_prompts
@@ -112,3 +119,60 @@ class LocalityProbe:
         except ImportError:  # pragma: no cover - rouge-score comes with the eval extra
             return None
         return sum(scores) / len(scores)
+
+
+@dataclass(frozen=True)
+class Fact:
+    """A question with one right answer, written in any of ``answers`` (matched as a whole word, any case)."""
+
+    question: str
+    answers: tuple[str, ...]
+
+    def is_right(self, answer: str) -> bool:
+        return any(re.search(rf"(?<!\w){re.escape(a)}(?!\w)", answer, re.IGNORECASE) for a in self.answers)
+
+
+def builtin_facts() -> list[Fact]:
+    data = json.loads(resources.files("anyedit").joinpath("data/factual_probes.json").read_text(encoding="utf-8"))
+    return [Fact(d["question"], tuple(d["answers"])) for d in data["probes"]]
+
+
+@dataclass
+class FactualReport:
+    n_probes: int  # questions asked
+    known: int  # answered right by the unedited model: the ones that count
+    kept: int  # of those, still answered right
+    lost: list[str] = field(default_factory=list)  # "question -> the answer now"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report, with ``kept_fraction`` (kept / known; 1 when none is known) and ``all_kept`` (1 or 0)."""
+        return {**asdict(self), "kept_fraction": self.kept / self.known if self.known else 1.0,
+                "all_kept": int(self.kept == self.known)}
+
+    def summary(self) -> str:
+        line = (f"factual probes: {self.kept}/{self.known} still answered right (of {self.n_probes} asked, the "
+                f"unedited model answers {self.known} right)")
+        return line + "".join(f"\n  lost: {x}" for x in self.lost)
+
+
+class FactualProbe:
+    """Records which of ``facts`` (default: the built-in ones) the model answers right (greedy), to compare later."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any, prompt: PromptConfig | None = None,
+                 facts: Sequence[Fact] | None = None, max_new_tokens: int = 24, batch_size: int = 16) -> None:
+        self.tokenizer, self.prompt_cfg = tokenizer, prompt or PromptConfig()
+        self.facts = list(facts) if facts is not None else builtin_facts()
+        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+        answers = self._answers(model, self.facts)
+        self.known = [f for f, a in zip(self.facts, answers) if f.is_right(a)]
+
+    def _answers(self, model: nn.Module, facts: Sequence[Fact]) -> list[str]:
+        return generate(model, self.tokenizer, [f.question for f in facts], self.prompt_cfg, self.max_new_tokens,
+                        batch_size=self.batch_size) if facts else []
+
+    def compare(self, model: nn.Module) -> FactualReport:
+        """Ask ``model`` (normally the edited one) the questions the recorded model answered right."""
+        answers = self._answers(model, self.known)
+        lost = [f"{f.question} -> {a.strip()[:80]!r}" for f, a in zip(self.known, answers) if not f.is_right(a)]
+        return FactualReport(n_probes=len(self.facts), known=len(self.known), kept=len(self.known) - len(lost),
+                             lost=lost)

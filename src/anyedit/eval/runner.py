@@ -58,7 +58,7 @@ from ..stats.covariance import CovarianceCache
 from ..stats.preserve import builtin_prompts
 from . import rundir
 from .datasets import EvalRecord, LoadedDataset
-from .locality import LocalityProbe
+from .locality import FactualProbe, LocalityProbe
 from .scoring import Scorer, mean_dicts, token_accuracy
 
 log = logging.getLogger(__name__)
@@ -69,14 +69,17 @@ class EvalSettings(Config):
     """How each record is answered and scored. ``max_new_tokens=None``: answer length + 32 for the question and
     paraphrase; ``sub_max_new_tokens`` for each sub-question. ``sample_temperature``: the reference's near-greedy
     sampling (e.g. 0.001) instead of greedy. ``n_probes``: how many of the built-in probe prompts measure locality
-    (0 = off), each answered with up to ``probe_tokens`` tokens. ``compat``: the reference's metric definitions too;
-    ``embed``: the MiniLM similarity; ``seed``: of sampled answers (per record)."""
+    (0 = off), each answered with up to ``probe_tokens`` tokens. ``facts``: ask the built-in factual probes (short
+    questions with one right answer) before and after each edit and count those still answered right.
+    ``compat``: the reference's metric definitions too; ``embed``: the MiniLM similarity; ``seed``: of sampled
+    answers (per record)."""
 
     max_new_tokens: int | None = None
     sub_max_new_tokens: int = 64
     sample_temperature: float | None = None
     n_probes: int = 10
     probe_tokens: int = 32
+    facts: bool = True
     compat: bool = True
     embed: bool = True
     seed: int = 0
@@ -90,6 +93,7 @@ class EvalSettings(Config):
             check_number(c, "sample_temperature", self.sample_temperature)
         check_int(c, "n_probes", self.n_probes, minimum=0)
         check_int(c, "probe_tokens", self.probe_tokens)
+        check_bool(c, "facts", self.facts)
         check_bool(c, "compat", self.compat)
         check_bool(c, "embed", self.embed)
         check_int(c, "seed", self.seed, minimum=0)
@@ -132,6 +136,7 @@ def evaluate(model: nn.Module, tokenizer: Any, dataset: LoadedDataset, config: E
     if settings.n_probes > 0 and todo:
         probe = LocalityProbe(model, tokenizer, config.prompt, builtin_prompts("probe")[: settings.n_probes],
                               max_new_tokens=settings.probe_tokens)
+    facts = FactualProbe(model, tokenizer, config.prompt) if settings.facts and todo else None
     sample = settings.sample_temperature is not None
     gen_kw = dict(sample=sample, temperature=settings.sample_temperature or 1.0)
     ids = {r.id for r in dataset.records}
@@ -149,7 +154,8 @@ def evaluate(model: nn.Module, tokenizer: Any, dataset: LoadedDataset, config: E
                         continue  # finished by another process since we started
                 try:
                     with seeded(settings.seed + zlib.crc32(rec.id.encode())):  # sampling seeded per record
-                        row = evaluate_record(model, tokenizer, rec, config, settings, scorer, probe, cache, gen_kw)
+                        row = evaluate_record(model, tokenizer, rec, config, settings, scorer, probe, cache, gen_kw,
+                                              facts)
                 except RecordSkipped as e:
                     log.warning("record %s skipped: %s", rec.id, e)
                     row = {"id": rec.id, "skipped": str(e)}
@@ -166,7 +172,7 @@ def evaluate(model: nn.Module, tokenizer: Any, dataset: LoadedDataset, config: E
 
 def evaluate_record(model: nn.Module, tokenizer: Any, rec: EvalRecord, config: EditConfig, settings: EvalSettings,
                     scorer: Scorer, probe: LocalityProbe | None, cache: CovarianceCache,
-                    gen_kw: dict[str, Any]) -> dict[str, Any]:
+                    gen_kw: dict[str, Any], facts: FactualProbe | None = None) -> dict[str, Any]:
     req = rec.request
     try:
         n_target = len(prepare_request(tokenizer, req, config.prompt, context_length(model, tokenizer)).target_ids)
@@ -208,6 +214,7 @@ def evaluate_record(model: nn.Module, tokenizer: Any, rec: EvalRecord, config: E
         if probe is not None:
             rep = probe.compare(model)
             loc = rep.to_dict()
+        fact_rep = facts.compare(model).to_dict() if facts is not None else None
         t_gen = time.perf_counter() - t1 + t_gen0
     except torch.OutOfMemoryError as e:
         out_of_memory = e
@@ -228,6 +235,7 @@ def evaluate_record(model: nn.Module, tokenizer: Any, rec: EvalRecord, config: E
                    "sub": sub_scores(subs), "sub_before": sub_scores(subs_before),
                    "token_accuracy": acc, "token_accuracy_before": acc_before},
         "locality": loc,
+        "facts": fact_rep,
         "timings": {**result.timings, "generation_s": t_gen},
         "realised_fraction": result.diagnostics.get("realised_fraction"),
     }

@@ -116,6 +116,8 @@ COLUMNS: list[tuple[str, tuple[str, ...]]] = [
     ("loc identical", ("locality", "exact")),
     ("loc answer R-L", ("locality", "answer_rougeL_f")),
     ("loc dNLL", ("locality", "nll_change")),
+    ("facts kept", ("facts", "kept_fraction")),
+    ("facts all kept", ("facts", "all_kept")),
     ("entropy", ("scores", "question", "entropy")),
     ("edit s", ("timings", "total_s")),
 ]
@@ -124,6 +126,7 @@ PARA_SUB: list[tuple[str, tuple[str, ...]]] = [  # the paper's "Para." and "Sub"
     ("para R-1 F1", ("scores", "paraphrase", "rouge1_f")),
     ("para R-2 F1", ("scores", "paraphrase", "rouge2_f")),
     ("para R-L F1", ("scores", "paraphrase", "rougeL_f")),
+    ("para R-L rec", ("scores", "paraphrase", "rougeL_r")),
     ("para MiniLM sim", ("scores", "paraphrase", "similarity")),
     ("para R-L F1 before", ("scores", "paraphrase_before", "rougeL_f")),
     ("sub R-1 rec", ("scores", "sub", "rouge1_r")),

@@ -60,11 +60,16 @@ def load_prompts(source: str) -> list[str]:
     return out
 
 
+def preserve_prompt_ids(tokenizer: Any, cfg: PreserveConfig, prompt_cfg: PromptConfig) -> list[list[int]]:
+    """The preservation prompts as the model sees them (chat template, no answer): token ids."""
+    return [encode_prompt(tokenizer, q, prompt_cfg)[0] for q in load_prompts(cfg.prompts)[: cfg.n_prompts]]
+
+
 def chat_source(model: nn.Module, tokenizer: Any, cfg: PreserveConfig, prompt_cfg: PromptConfig,
                 cache_dir: Path | None, dtype: str = "float32") -> RowSource:
     """One row per conversation: templated prompt + the model's own greedy answer (cached on disk)."""
     prompts = load_prompts(cfg.prompts)[: cfg.n_prompts]
-    encoded = [encode_prompt(tokenizer, q, prompt_cfg)[0] for q in prompts]
+    encoded = preserve_prompt_ids(tokenizer, cfg, prompt_cfg)
     ident = {"kind": "chat-conversations", "prompts": hashlib.sha256("\n".join(prompts).encode()).hexdigest()[:16],
              "n_prompts": len(prompts), "answer_tokens": cfg.answer_tokens, "prompt": prompt_cfg.to_dict(),
              "dtype": dtype}
