@@ -57,6 +57,7 @@ def main() -> None:
           "answer R-L F1 | answer R-L recall |")
     print("|---|---|---|---|---|---|", flush=True)
     locality_lines: list[str] = []
+    summary: dict[str, list[float]] = {}
     for req in load_records(args.records, Path(args.data)):
         para = req.extra.get("paraphrase")
         n = len(prepare_request(tok, req, cfg.prompt).target_ids)
@@ -78,14 +79,21 @@ def main() -> None:
             anchors = [(prepare_request(tok, req, cfg.prompt).ids, [a for c in res.reports[0] for a in c["anchors"]])]
             changed = probe_divergences(model, probe, layer, anchors) if layer else []
             fact_rep = facts.compare(model)
+            loc = probe.compare(model)
         if baseline is not None:
             rows.append(("paraphrase, unedited", baseline, rouge(req.answer, base_answer)))
+        for key, v in [("probe tokens kept", loc.token_agreement), ("probe NLL change", loc.nll_change),
+                       ("facts all kept", fact_rep.to_dict()["all_kept"]), ("edit s", res.timings["total_s"])]:
+            summary.setdefault(key, []).append(v)
         for name, carry, r in rows:
+            summary.setdefault(f"{name} R-L F1", []).append(r["rougeL_f"])
+            summary.setdefault(f"{name} R-L recall", []).append(r["rougeL_r"])
             print(f"| {req.id} | {name} | {_fmt([c.tf_accuracy for c in carry])} | "
                   f"{_fmt([c.greedy_prefix for c in carry])} | {r['rougeL_f']:.2f} | {r['rougeL_r']:.2f} |",
                   flush=True)
-        locality_lines.append(f"{req.id}: {len(changed)} of {len(probe.prompts)} probes changed under teacher "
-                              f"forcing; factual probes kept {fact_rep.kept}/{fact_rep.known}")
+        locality_lines.append(f"{req.id}: probe tokens kept {loc.token_agreement:.3f}, NLL change "
+                              f"{loc.nll_change:+.3f}; {len(changed)} of {len(probe.prompts)} probes changed under "
+                              f"teacher forcing; factual probes kept {fact_rep.kept}/{fact_rep.known}")
         for c in changed:
             locality_lines.append(f"  {c['prompt'][:50]!r}: answer token {c['first_changed']} {c['was']!r} -> "
                                   f"{c['now']!r} ({c['n_changed']} changed); closest to an anchor: "
@@ -97,9 +105,12 @@ def main() -> None:
                 f.write(json.dumps({"record": req.id, "overrides": dict(args.set), "spans": spans,
                                     "wordings": {name: {"chunks": [c.to_dict() for c in carry], "rouge": r}
                                                  for name, carry, r in rows},
-                                    "changed_probes": changed, "facts": fact_rep.to_dict()}) + "\n")
+                                    "changed_probes": changed, "facts": fact_rep.to_dict(),
+                                    "locality": loc.to_dict()}) + "\n")
     print()
     print("\n".join(locality_lines))
+    print()
+    print("means: " + "; ".join(f"{k} {sum(v) / len(v):.3f}" for k, v in summary.items()))
 
 
 if __name__ == "__main__":

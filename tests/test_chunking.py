@@ -240,3 +240,21 @@ def test_question_tokens_that_begin_a_preservation_prompt_are_not_anchors(llama,
         prep = prepare_request(tok, req, cfg.prompt)
         first[skip] = tok.decode([prep.ids[i] for i in res.reports[0][0]["anchors"]]).strip()
     assert first == {False: "What is the capital of Peru?", True: "capital of Peru?"}
+
+
+def test_first_window_ties_only_the_answers_first_tokens_to_the_question():
+    """chunking.first_window=f splits the first chunk after f tokens; the rest of it is anchored on those answer
+    tokens (never on the prompt, which every question ends with), and later chunks keep their spans."""
+    tok = tiny_tokenizer()
+    prep = _fox(tok)
+    p = prep.prompt_len
+    plain = make_chunks(prep, ChunkingConfig(window=8, first_anchor="question", anchor_span=6))
+    split = make_chunks(prep, ChunkingConfig(window=8, first_anchor="question", anchor_span=6, first_window=3))
+    assert [(c.start, c.end) for c in split[:2]] == [(0, 3), (3, 8)]
+    assert split[0].anchors == plain[0].anchors  # the question's tokens
+    assert split[1].anchors == (p, p + 1, p + 2)  # the answer's first three tokens, not the prompt's last ones
+    assert [(c.start, c.end) for c in split[2:]] == [(c.start, c.end) for c in plain[1:]]
+    assert split[2].anchors[0] > split[1].anchors[-1]
+    assert make_chunks(prep, ChunkingConfig(window=8, first_window=8)) == make_chunks(prep, ChunkingConfig(window=8))
+    with pytest.raises(ConfigError, match="first_window"):
+        ChunkingConfig(first_window=-1)

@@ -128,3 +128,36 @@ def test_a_rewording_must_keep_the_names():
     assert _keeps_meaning("Where was Alice Smith born?", "In which town was Alice Smith born?")
     assert not _keeps_meaning("Where was Alice Smith born?", "Where was she born?")
     assert not _keeps_meaning("Where was Alice Smith born?", "Where was Alice Jones born?")
+
+
+def test_other_questions_carry_only_the_answers_later_chunks(llama, tmp_path):
+    """phrasings.other_questions=N edits the answer after N preservation prompts too, from its second chunk on:
+    those texts have no first chunk (no anchor in their prompt), start from the main wording's vectors for the
+    chunks they share, and are kept by later edits from there on."""
+    from anyedit import EditHistory
+
+    model, tok = llama
+    prompts = tmp_path / "keep.txt"
+    prompts.write_text("How do I boil an egg?\nWrite a poem.\nWhat is rain?\n")
+    over = {"method": "unke", "layers": [2], "chunking.window": 8, "value.max_steps": 10, "value.stop_loss": 0.0,
+            "backend.steps": 5, "backend.stop_margin": None, "rounds": 1, "preserve.prompts": str(prompts),
+            "preserve.answer_tokens": 4, "phrasings.other_questions": 2}
+    cfg = EditConfig().with_overrides(over)
+    req = EditRequest("What is the answer?", ANSWER)
+    history = EditHistory()
+    res = anyedit.compute_edits(model, tok, req, cfg, cache_dir=tmp_path, show_progress=False, history=history)
+    (others,) = res.diagnostics["phrasings"]
+    assert len(others) == 2 and set(others) <= set(prompts.read_text().splitlines())
+    main = prepare_request(tok, req, cfg.prompt)
+    chunks = make_chunks(main, cfg.chunking)
+    assert len(history.rows) == 3 and history.starts[0] == main.prompt_len
+    for q, row, start in zip(others, history.rows[1:], history.starts[1:]):
+        other = prepare_request(tok, EditRequest(q, ANSWER), cfg.prompt)
+        assert row == other.ids and start == other.prompt_len + chunks[1].start
+    var = res.diagnostics["phrasing_reports"]
+    assert [[(c["start"], c["end"]) for c in v] for v in var] == [[(c.start, c.end) for c in chunks[1:]]] * 2
+    # every anchor is an answer token (past the other question's prompt)
+    assert all(a >= start - chunks[1].start for v, start in zip(var, history.starts[1:]) for c in v
+               for a in c["anchors"])
+    with pytest.raises(ConfigError, match="other_questions"):
+        cfg.with_overrides({"method": "ft", "layers": [2], "chunking.mode": "none"})

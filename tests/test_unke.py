@@ -263,3 +263,41 @@ def test_unke_preserves_against_the_unedited_model_in_sequential_editing(llama, 
             with res.applied(model):
                 drift[unedited] = ((outputs() - base).norm() / moved).item()
     assert drift[True] < 0.6 * drift[False], drift
+
+
+def test_a_round_runs_again_while_an_earlier_answer_is_below_its_floor(llama, tmp_path, monkeypatch):
+    """A later round's search that needs no step ends the refinement, unless the last update left an earlier
+    edit's answer below its margin floor: then the next round's update runs, to win it back."""
+    from anyedit import EditHistory
+    from anyedit.backends import unke
+
+    model, tok = llama
+    cache = CovarianceCache(tmp_path, False)
+    over = {"backend.stop_margin": 0.5, "backend.steps": 10, "backend.check_every": 5, "rounds": 2,
+            "value.stop_loss": 1e9}  # every chunk counts as reproduced before its first step
+    history = EditHistory()
+    anyedit.compute_edits(model, tok, REQ, _cfg(tmp_path, **{**over, "rounds": 1}), stats_cache=cache,
+                          show_progress=False, history=history)
+    spans = [(history.starts[0], len(history.rows[0]))]
+    other = EditRequest("Who wrote it?", "It was written by a fox.")
+
+    def run(history_margins):
+        seen = {"history": 0}
+
+        def stub(self, out):
+            if self.spans != spans:
+                return [5.0]  # the new answer always passes
+            seen["history"] += 1
+            return [history_margins[min(seen["history"], len(history_margins)) - 1]]
+
+        monkeypatch.setattr(unke._LayerIO, "answer_margins", stub)
+        h = EditHistory()
+        h.add({}, history.rows, history.starts)
+        return anyedit.compute_edits(model, tok, other, _cfg(tmp_path, **over), stats_cache=cache,
+                                     show_progress=False, history=h).diagnostics
+
+    kept = run([1.0])
+    assert len(kept["rounds"]) == 1 and kept["reproduced"] is True
+    lost = run([1.0, -1.0])  # found at 1.0 (floor 0.5), lost by the update, and not won back
+    assert [r["history_margin_vs_floor"] < 0 for r in lost["rounds"]] == [True, True] and "final_check" not in lost
+    assert all(steps == 0 for r in lost["rounds"] for steps in r["chunk_steps"])

@@ -164,6 +164,10 @@ class ChunkingConfig(Config):
     ("the", ",") otherwise puts the chunk's vector on a key that nearly every text shares, which a
     regularised update cannot move without moving all of them. Needs ``overlap=0`` and ``2 * snap < window``.
 
+    ``first_window`` > 0 splits the first chunk after that many tokens: only they are tied to the question (the
+    first anchor); the rest is anchored on the answer's own tokens, which every wording of the question is followed
+    by once the answer has started.
+
     ``skip_preserve_prefix`` (with ``first_anchor="question"``): the first chunk is not spread over the leading
     question tokens that also begin a preservation prompt (``EditConfig.preserve``), e.g. "What is the" in "What
     is the country of citizenship of ...". Their hidden states are the same in every question that begins so, so
@@ -176,6 +180,7 @@ class ChunkingConfig(Config):
     first_anchor: AnchorMode = "prompt_end"
     snap: int = 0
     anchor_span: int = 1
+    first_window: int = 0
     skip_preserve_prefix: bool = False
 
     def __post_init__(self) -> None:
@@ -188,6 +193,7 @@ class ChunkingConfig(Config):
         check_choice(c, "first_anchor", self.first_anchor, ("prompt_end", "question_end", "question", "subject_last"))
         check_int(c, "snap", self.snap, minimum=0)
         check_int(c, "anchor_span", self.anchor_span)
+        check_int(c, "first_window", self.first_window, minimum=0)
         check_bool(c, "skip_preserve_prefix", self.skip_preserve_prefix)
         if self.snap and self.overlap:
             fail(c, "snap", self.snap, f"needs overlap=0 (got overlap={self.overlap})")
@@ -299,6 +305,10 @@ class PhrasingConfig(Config):
     question. Every variant is edited with the same answer. With ``warm_start`` a variant's vectors start
     from the main wording's, so chunks that already carry over cost one forward pass. A benchmark's
     paraphrases are never used for this.
+
+    ``other_questions`` > 0: the answer is also edited after that many unrelated questions (drawn, seeded, from
+    the preservation prompts), but only from its second chunk on: under another wording the answer's later chunks
+    must fire on the answer text before them, whatever the question; the first chunk stays tied to this question.
     """
 
     generate: int = 0
@@ -307,10 +317,12 @@ class PhrasingConfig(Config):
     temperature: float = 0.7
     seed: int = 0
     warm_start: bool = True
+    other_questions: int = 0
 
     def __post_init__(self) -> None:
         c = type(self)
         check_int(c, "generate", self.generate, minimum=0)
+        check_int(c, "other_questions", self.other_questions, minimum=0)
         check_int(c, "prefixes", self.prefixes, minimum=0)
         check_int(c, "prefix_tokens", self.prefix_tokens)
         check_number(c, "temperature", self.temperature)
@@ -484,6 +496,9 @@ class EditConfig(Config):
         if not cls.uses_values and self.chunking.mode != "none":
             fail(c, "chunking", self.chunking.mode, f"method {self.method!r} trains on the whole answer and does "
                   "not use chunking; set chunking.mode='none' (--chunking none)")
+        if self.phrasings.other_questions and self.chunking.mode == "none":
+            fail(c, "phrasings.other_questions", self.phrasings.other_questions, "edits the answer's chunks after "
+                 "the first, and chunking.mode='none' makes one chunk (the whole answer)")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "EditConfig":

@@ -41,6 +41,13 @@ class EditContext:
     def backend_config(self) -> Any:
         return self.config.backend
 
+    @property
+    def answer_starts(self) -> list[int]:
+        """Per text, where the part of the answer it edits begins in ``prompt + answer``: its first chunk's start
+        (the whole answer, except for a text that only carries the answer's later chunks: see
+        ``PhrasingConfig.other_questions``)."""
+        return [p.prompt_len + (c[0].start if c else 0) for p, c in zip(self.prepared, self.chunks)]
+
 
 @dataclass
 class BackendOutput:

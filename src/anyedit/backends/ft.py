@@ -50,8 +50,8 @@ class FtBackend:
         device = input_device(model)
         ids, mask = pad_batch([p.ids for p in ctx.prepared], device)
         labels = torch.full_like(ids, -100)
-        for i, p in enumerate(ctx.prepared):
-            labels[i, p.prompt_len: len(p.ids)] = torch.tensor(p.target_ids, device=device)
+        for i, (p, start) in enumerate(zip(ctx.prepared, ctx.answer_starts)):
+            labels[i, start: len(p.ids)] = torch.tensor(p.ids[start:], device=device)
         losses: list[float] = []
         with training(model, params) as original:
             opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -202,7 +202,7 @@ class UnkeBackend:
         mlp = _mlp_path(ctx.spec, layer) if cfg.train == "mlp" else None
         prefix = mlp or ctx.spec.layer_path(layer)
         module = model.get_submodule(prefix)
-        edit = _LayerIO(model, ctx, layer, [p.ids for p in ctx.prepared], mlp, [p.prompt_len for p in ctx.prepared])
+        edit = _LayerIO(model, ctx, layer, [p.ids for p in ctx.prepared], mlp, ctx.answer_starts)
         target, anchor_mask = _targets(edit, [(v.positions, v.targets) for v in ctx.values])
         keep_mask = edit.mask.bool() & ~anchor_mask
         self.prepare(ctx)
@@ -214,7 +214,7 @@ class UnkeBackend:
         rng = random.Random(cfg.seed)
 
         use = ctx.history is not None and cfg.history_weight > 0
-        kept = ctx.history.live_rows([p.ids[: p.prompt_len] for p in ctx.prepared]) if use else []
+        kept = ctx.history.live_rows([p.ids[:s] for p, s in zip(ctx.prepared, ctx.answer_starts)]) if use else []
         hist_rows = [ctx.history.rows[i] for i in kept]
         hist = _LayerIO(model, ctx, layer, hist_rows, mlp, [ctx.history.starts[i] for i in kept]) if kept else None
         if hist is not None:  # the earlier edits' own targets at their anchors (replayed), their outputs elsewhere

@@ -112,11 +112,14 @@ def make_chunks(prepared: PreparedRequest, cfg: ChunkingConfig,
         spans = sentence_spans(prepared.target_offsets, prepared.request.answer, cfg.window)
     if cfg.snap and anchor_scores is not None and cfg.mode != "none":
         spans = snap_spans(spans, [anchor_scores[p + i - 1] if i > 0 else 0.0 for i in range(n)], cfg.snap)
+    if cfg.first_window and cfg.mode != "none" and spans[0][1] - spans[0][0] > cfg.first_window:
+        (s0, e0), split = spans[0], spans[0][0] + cfg.first_window
+        spans = [(s0, split), (split, e0), *spans[1:]]
     chunks: list[Chunk] = []
     for k, (s, e) in enumerate(spans):
         anchors: tuple[int, ...] = (p + s - 1,)
-        if k > 0 and cfg.anchor_span > 1:  # spread over the tokens before the chunk, after the previous anchors
-            anchors = tuple(range(max(p + s - cfg.anchor_span, chunks[-1].anchors[-1] + 1), p + s))
+        if k > 0 and cfg.anchor_span > 1:  # spread over the answer tokens before the chunk, after the previous anchors
+            anchors = tuple(range(max(p + s - cfg.anchor_span, chunks[-1].anchors[-1] + 1, p), p + s))
         if k == 0 and cfg.first_anchor == "question_end":
             anchors = (prepared.question_end,)
         elif k == 0 and cfg.first_anchor == "question":

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +172,7 @@ class _Plan:
     prepared: list[PreparedRequest]
     chunks: list[list[Chunk]]
     phrasing_seconds: float
+    answer_only: list[bool] = field(default_factory=list)  # a text that carries only the answer's later chunks
 
     @property
     def main_of(self) -> list[int]:
@@ -209,6 +211,20 @@ def _plan(model: nn.Module, tokenizer: Any, reqs: list[EditRequest], config: Edi
         p = own[m] if main else prepare_request(tokenizer, r, config.prompt, max_len)
         plan.prepared.append(p)
         plan.chunks.append(own_chunks[m] if main else make_chunks(p, config.chunking))
+        plan.answer_only.append(False)
+    if ph.other_questions:
+        pool = load_prompts(config.preserve.prompts)[: config.preserve.n_prompts]
+        for m, r in enumerate(reqs):
+            if len(own_chunks[m]) < 2:
+                continue  # a one-chunk answer has nothing after its first chunk
+            picks = random.Random(ph.seed + m).sample(pool, min(ph.other_questions, len(pool)))
+            for j, q in enumerate(picks):
+                p = prepare_request(tokenizer, replace(r, question=q, id=f"{r.id or m}~q{j + 1}", phrasings=(),
+                                                       subject=None), config.prompt, max_len)
+                plan.expanded.append((p.request, m))
+                plan.prepared.append(p)
+                plan.chunks.append(make_chunks(p, config.chunking)[1:])
+                plan.answer_only.append(True)
     return plan
 
 
@@ -225,8 +241,9 @@ def _search_all(model: nn.Module, spec: ArchSpec, plan: _Plan, z: int, config: E
         for p, c, m in zip(plan.prepared, plan.chunks, plan.main_of):
             init = None
             if m in main_values and config.phrasings.warm_start:  # a variant: start from its main wording's vectors
-                init = [d if d.shape[0] == len(ck.anchors) else None
-                        for d, ck in zip(main_values[m].chunk_shifts(), c)]
+                shifts = main_values[m].chunk_shifts()
+                shifts = shifts[len(shifts) - len(c):]  # a text carrying only the later chunks: theirs
+                init = [d if d.shape[0] == len(ck.anchors) else None for d, ck in zip(shifts, c)]
             key = value_cache.key(fp, p.ids, p.prompt_len, c, z, config.value) if value_cache is not None else None
             if key is not None and init is not None:
                 main = plan.prepared[first_of[m]]
@@ -267,8 +284,10 @@ def _run_rounds(model: nn.Module, tokenizer: Any, spec: ArchSpec, plan: _Plan, c
                 value_cache: ValueCache | None, show_progress: bool) -> _Rounds:
     """Value search then update, ``config.rounds`` times at most: each later round searches again on the model with
     the deltas so far applied and adds the backend's correction; it stops once every chunk is reproduced (a search
-    that needs no step, or an update that reports ``reproduced``, having checked the answers itself). The
-    model is left exactly as it was, whatever happens. Each round records its chunks' NLL before the search,
+    that needs no step, or an update that reports ``reproduced``, having checked the answers itself), unless the
+    last update left an earlier edit's answer below its margin floor (``history_margin_vs_floor`` < 0): then the
+    next round's update runs even on a search that needs no step, to win it back. The model is left exactly as it
+    was, whatever happens. Each round records its chunks' NLL before the search,
     their optimiser steps and its seconds of value search and update; a last search that found every chunk
     reproduced is ``final_check``."""
     uses_values = type(config.backend).uses_values
@@ -287,7 +306,8 @@ def _run_rounds(model: nn.Module, tokenizer: Any, spec: ArchSpec, plan: _Plan, c
             out.value_search_s += search_s
             search = {"chunk_nll_before": [r.nll_before for v in values for r in v.reports],
                       "chunk_steps": [r.steps for v in values for r in v.reports], "value_search_s": search_s}
-            if rnd and (not uses_values or all(r.steps == 0 for v in values for r in v.reports)):
+            earlier_lost = bool(out.rounds) and out.rounds[-1].get("history_margin_vs_floor", 0.0) < 0
+            if rnd and (not uses_values or all(r.steps == 0 for v in values for r in v.reports)) and not earlier_lost:
                 log.info("round %d: every chunk is already reproduced; stopping", rnd + 1)
                 out.final_check = search
                 break
@@ -342,9 +362,13 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
     others = list(history.rows) if history is not None else []
     if config.chunking.skip_preserve_prefix and config.chunking.first_anchor == "question":
         others += preserve_prompt_ids(tokenizer, config.preserve, config.prompt)
-    shared = shared_prefixes([p.ids for p in plan.prepared], plan.main_of, others)
-    if _snaps(config) or any(shared):
-        plan.chunks = [make_chunks(p, config.chunking, s, n) for p, s, n in zip(plan.prepared, scores, shared)]
+    # a text carrying only the later chunks has no anchor in its prompt: it is no rival, and keeps its chunks
+    own = [i for i, a in enumerate(plan.answer_only) if not a]
+    shared = dict(zip(own, shared_prefixes([plan.prepared[i].ids for i in own], [plan.main_of[i] for i in own],
+                                           others)))
+    if _snaps(config) or any(shared.values()):
+        for i in own:
+            plan.chunks[i] = make_chunks(plan.prepared[i], config.chunking, scores[i], shared[i])
     done = _run_rounds(model, tokenizer, spec, plan, config, layers, z, backend, st, history, value_cache,
                        show_progress)
     original = {}
@@ -353,7 +377,8 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
             raise EditApplyError(f"the {config.method} update for {name} is not finite; nothing was changed")
         original[name] = tensor_sha256(get_param(model, name))
     share = EditHistory()  # what later edits must keep of this one
-    share.add(done.edited_keys, [list(p.ids) for p in plan.prepared], [p.prompt_len for p in plan.prepared],
+    share.add(done.edited_keys, [list(p.ids) for p in plan.prepared],
+              [p.prompt_len + (c[0].start if c else 0) for p, c in zip(plan.prepared, plan.chunks)],
               done.last_values or None)
     if history is not None:
         history.merge(share)
