@@ -29,7 +29,6 @@ from pathlib import Path
 import torch
 
 import anyedit
-from anyedit.cli.options import parse_set
 from anyedit.eval.locality import FactualProbe, LocalityProbe
 from anyedit.eval.metrics import rouge
 from anyedit.model.generation import generate
@@ -37,7 +36,7 @@ from anyedit.model.prompts import prepare_request
 from anyedit.stats.preserve import builtin_prompts
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from edit_quality import load_records  # noqa: E402
+from edit_quality import load_records, model_and_config, record_options  # noqa: E402
 
 
 def machine_unit(model: torch.nn.Module, repeats: int = 5, tokens: int = 256) -> float:
@@ -79,18 +78,12 @@ def _per_round(res: anyedit.EditResult, key: str) -> list:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--method", default=None, help="default: the preset's method")
-    ap.add_argument("--records", default="demo,ee:93,ee:180,uk:27,mq:24,ee:29")
-    ap.add_argument("--set", action="append", type=parse_set, default=[], metavar="KEY=VALUE")
+    record_options(ap, "demo,ee:93,ee:180,uk:27,mq:24,ee:29")
     ap.add_argument("--probes", type=int, default=40, help="built-in probe prompts for locality (0 = off)")
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     ap.add_argument("--out", help="also append one JSON row per record to this file")
     args = ap.parse_args()
 
-    model, tok = anyedit.load_model()
-    cfg = anyedit.preset_config(model, args.method)
-    if args.set:
-        cfg = cfg.with_overrides(dict(args.set))
+    model, tok, cfg = model_and_config(args)
     unit = machine_unit(model)
     print(f"method {cfg.method}; overrides {dict(args.set)}; torch threads {torch.get_num_threads()}")
     print(f"machine unit (forward+backward, 256 tokens, fp32): {unit:.3f} s", flush=True)

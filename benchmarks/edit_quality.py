@@ -20,6 +20,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import anyedit
 from anyedit.cli.options import parse_set
@@ -46,12 +47,24 @@ def load_records(spec: str, data: Path) -> list[anyedit.EditRequest]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def record_options(ap: argparse.ArgumentParser, records: str) -> None:
+    """The options every single-edit benchmark takes: method, records, overrides, data directory."""
     ap.add_argument("--method", default=None, help="default: the preset's method")
-    ap.add_argument("--records", default="ee:93,ee:180,uk:27,mq:24,ee:29")
+    ap.add_argument("--records", default=records)
     ap.add_argument("--set", action="append", type=parse_set, default=[], metavar="KEY=VALUE")
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def model_and_config(args: argparse.Namespace) -> tuple[Any, Any, anyedit.EditConfig]:
+    """The default model, its tokenizer, and the preset for ``--method`` with the ``--set`` overrides."""
+    model, tok = anyedit.load_model()
+    cfg = anyedit.preset_config(model, args.method)
+    return model, tok, cfg.with_overrides(dict(args.set)) if args.set else cfg
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    record_options(ap, "ee:93,ee:180,uk:27,mq:24,ee:29")
     args = ap.parse_args()
     from rouge_score import rouge_scorer
 
@@ -60,10 +73,7 @@ def main() -> None:
     def rl(ref: str, hyp: str) -> float:
         return rouge.score(ref, hyp)["rougeL"].fmeasure
 
-    model, tok = anyedit.load_model()
-    cfg = anyedit.preset_config(model, args.method)
-    if args.set:
-        cfg = cfg.with_overrides(dict(args.set))
+    model, tok, cfg = model_and_config(args)
     probe = LocalityProbe(model, tok, cfg.prompt)
     print(f"method {cfg.method}; overrides {dict(args.set)}")
     print("| record | answer tokens | chunks | ROUGE-L question | ROUGE-L paraphrase | probe tokens kept | "

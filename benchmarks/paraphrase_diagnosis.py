@@ -22,7 +22,6 @@ import sys
 from pathlib import Path
 
 import anyedit
-from anyedit.cli.options import parse_set
 from anyedit.eval.diagnosis import chunk_carryover, probe_divergences
 from anyedit.eval.locality import FactualProbe, LocalityProbe
 from anyedit.eval.metrics import rouge
@@ -30,7 +29,7 @@ from anyedit.model.generation import generate
 from anyedit.model.prompts import prepare_request
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from edit_quality import load_records  # noqa: E402
+from edit_quality import load_records, model_and_config, record_options  # noqa: E402
 
 
 def _fmt(xs: list[float]) -> str:
@@ -39,16 +38,10 @@ def _fmt(xs: list[float]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--method", default=None, help="default: the preset's method")
-    ap.add_argument("--records", default="uk:3,uk:27,uk:59,uk:74,uk:77")
-    ap.add_argument("--set", action="append", type=parse_set, default=[], metavar="KEY=VALUE")
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    record_options(ap, "uk:3,uk:27,uk:59,uk:74,uk:77")
     ap.add_argument("--out", help="also append one JSON row per record to this file")
     args = ap.parse_args()
-    model, tok = anyedit.load_model()
-    cfg = anyedit.preset_config(model, args.method)
-    if args.set:
-        cfg = cfg.with_overrides(dict(args.set))
+    model, tok, cfg = model_and_config(args)
     probe = LocalityProbe(model, tok, cfg.prompt)
     facts = FactualProbe(model, tok, cfg.prompt)
     print(f"method {cfg.method}; overrides {dict(args.set)}; factual probes the unedited model answers right: "

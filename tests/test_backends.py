@@ -208,6 +208,43 @@ def test_ft_lowers_the_answer_nll_within_its_norm_bound(llama, corpus_file, tmp_
     assert res.reports == []  # no value search
 
 
+def test_tuned_ft_keeps_the_preservation_answers_and_stops_at_its_margin(llama, corpus_file, tmp_path):
+    """FT with preserve_weight also trains on the model's own answers to the preservation prompts: they stay far
+    more likely than without it; with stop_margin it stops as soon as the answer is the argmax by that margin."""
+    from anyedit.stats.preserve import chat_source, preserve_prompt_ids
+
+    model, tok = llama
+    prompts = tmp_path / "keep.txt"
+    prompts.write_text("How do I boil an egg?\nWrite a poem.\nWhat is rain?\nWho are you?\n")
+    over = {"backend.lr": 1e-2, "backend.steps": 10, "backend.norm_constraint": 0.0,
+            "preserve.prompts": str(prompts), "preserve.answer_tokens": 6}
+    cfg = _config("ft", corpus_file, **over)
+    rows = list(chat_source(model, tok, cfg.preserve, cfg.prompt, tmp_path).rows())
+    starts = [len(q) for q in preserve_prompt_ids(tok, cfg.preserve, cfg.prompt)]
+
+    def preserved_nll() -> float:
+        with torch.no_grad():
+            total = 0.0
+            for row, s in zip(rows, starts):
+                logp = torch.log_softmax(model(input_ids=torch.tensor([row])).logits[0].float(), -1)
+                total -= logp[torch.arange(s - 1, len(row) - 1), torch.tensor(row[s:])].mean().item()
+        return total / len(rows)
+
+    base = preserved_nll()
+    rise = {}
+    for w in (0.0, 3.0):
+        res = anyedit.compute_edits(model, tok, REQ, cfg.with_overrides({"backend.preserve_weight": w}),
+                                    cache_dir=tmp_path, show_progress=False)
+        with res.applied(model):
+            rise[w] = preserved_nll() - base
+    assert rise[0.0] > 0.2 and rise[3.0] < 0.5 * rise[0.0], rise
+    res = anyedit.compute_edits(model, tok, REQ, cfg.with_overrides({"backend.stop_margin": 0.0,
+                                                                     "backend.steps": 60}),
+                                cache_dir=tmp_path, show_progress=False)
+    d = res.diagnostics
+    assert d["reproduced"] is True and d["answer_margin"] >= 0.0 and 0 < d["update_steps"] < 60
+
+
 def test_methods_refuse_what_they_do_not_support():
     with pytest.raises(ConfigError, match="does not use chunking"):
         EditConfig.from_dict({"method": "ft", "chunking": {"mode": "window", "window": 20}})
