@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,6 +126,13 @@ class Chunk:
     @property
     def size(self) -> int:
         return self.end - self.start
+
+
+def edited_from(prepared: PreparedRequest, chunks: Sequence[Chunk]) -> int:
+    """Where the part of the answer an edit text carries begins in ``prompt + answer``: its first chunk's start
+    (the whole answer, except for a text that carries only the answer's later chunks, see
+    ``PhrasingConfig.other_questions``)."""
+    return prepared.prompt_len + (chunks[0].start if chunks else 0)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from torch import nn
 from ..config import BackendConfig, EditConfig, get_method, register_method
 from ..model.arch import ArchSpec
 from ..model.weights import Delta
-from ..types import Chunk, PreparedRequest, ValueTargets
+from ..types import Chunk, PreparedRequest, ValueTargets, edited_from
 
 
 @dataclass
@@ -43,10 +43,8 @@ class EditContext:
 
     @property
     def answer_starts(self) -> list[int]:
-        """Per text, where the part of the answer it edits begins in ``prompt + answer``: its first chunk's start
-        (the whole answer, except for a text that only carries the answer's later chunks: see
-        ``PhrasingConfig.other_questions``)."""
-        return [p.prompt_len + (c[0].start if c else 0) for p, c in zip(self.prepared, self.chunks)]
+        """Per text, where the part of the answer it edits begins (:func:`~anyedit.types.edited_from`)."""
+        return [edited_from(p, c) for p, c in zip(self.prepared, self.chunks)]
 
 
 @dataclass

@@ -25,7 +25,7 @@ from ..model.weights import Delta, apply_deltas, get_param, restore, tensor_sha2
 from ..stats.corpus import corpus_id
 from ..stats.covariance import CovarianceCache
 from ..stats.preserve import chat_source, load_prompts, preserve_prompt_ids
-from ..types import Chunk, EditRequest, PreparedRequest, ValueTargets
+from ..types import Chunk, EditRequest, PreparedRequest, ValueTargets, edited_from
 from .chunking import make_chunks, shared_prefixes
 from .history import EditHistory
 from .keys import key_editability
@@ -378,7 +378,7 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
         original[name] = tensor_sha256(get_param(model, name))
     share = EditHistory()  # what later edits must keep of this one
     share.add(done.edited_keys, [list(p.ids) for p in plan.prepared],
-              [p.prompt_len + (c[0].start if c else 0) for p, c in zip(plan.prepared, plan.chunks)],
+              [edited_from(p, c) for p, c in zip(plan.prepared, plan.chunks)],
               done.last_values or None)
     if history is not None:
         history.merge(share)
