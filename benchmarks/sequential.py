@@ -2,7 +2,7 @@
 edits survive the later ones? Prints a markdown table.
 
     .venv/bin/python benchmarks/sequential.py [--methods unke] [--n 10] [--source mq|uk] [--batch]
-        [--probes 40] [--set KEY=VALUE ...] [--out rows.jsonl]
+        [--probes 40] [--set KEY=VALUE ...] [--out rows.jsonl] [--stack DIR] [--score-every K]
 
 Records: the first N usable records of a dev sample in ../shared/data: ``mq`` MQuAKE-CF (AKEW; question +
 ``fact_new_uns``), ``uk`` UnKEBench (question + answer). Sequential: each edit is added to an ``EditStack`` (a
@@ -12,6 +12,12 @@ question is asked. Batch: all N in one ``compute_edits`` call. At the end, every
 and scored with ROUGE-L F1 against its new answer (reproduced: >= 0.9); locality is measured against the
 *unedited* model on the built-in probe prompts; "Paris": "What is the capital of France?" still says Paris; "facts
 kept": of the built-in factual probes the unedited model answers right, how many still are (the lost ones are listed).
+
+``--stack DIR`` keeps the sequential stack in DIR instead of a temporary directory; a run that stopped resumes
+there (the edits already in it are not recomputed: their questions must be the first ones of the run, and "right
+after its own edit" is then only known for the new ones). ``--score-every K`` also scores every edit made so far
+after each K-th edit (a row per checkpoint: reproduced, probe tokens kept, Paris, facts), so one run of 50 gives
+the figures after 10, 20, ... too.
 """
 
 from __future__ import annotations
@@ -43,6 +49,19 @@ def _answer(model, tok, req, prompt) -> float:
     return rouge(req.answer, generate(model, tok, req.question, prompt, max_new_tokens=n + 16)[0])["rougeL_f"]
 
 
+def _checkpoint(model, tok, done, cfg, probe, facts, secs: float) -> None:
+    """Score every edit made so far (the stack applied) and print one line."""
+    scores = [_answer(model, tok, r, cfg.prompt) for r in done]
+    rep = probe.compare(model) if probe is not None else None
+    paris = "Paris" in generate(model, tok, "What is the capital of France?", cfg.prompt, 20)[0]
+    fact_rep = facts.compare(model)
+    kept = f"{rep.token_agreement:.3f}, NLL {rep.nll_change:+.3f}" if rep else "–"
+    print(f"  after {len(done)}: reproduced {sum(x >= 0.9 for x in scores)}/{len(done)}, mean R-L "
+          f"{sum(scores) / len(scores):.2f}; probe tokens kept {kept}; Paris {'yes' if paris else 'no'}; facts "
+          f"{fact_rep.kept}/{fact_rep.known}; {secs:.0f} s; not reproduced: "
+          f"{[i for i, x in enumerate(scores, 1) if x < 0.9]}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", default="unke")
@@ -53,7 +72,12 @@ def main() -> None:
     ap.add_argument("--set", action="append", type=parse_set, default=[], metavar="KEY=VALUE")
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     ap.add_argument("--out", help="also append one JSON row per run to this file")
+    ap.add_argument("--stack", help="sequential: keep the stack in this directory (resumes a run that stopped)")
+    ap.add_argument("--score-every", type=int, default=0, metavar="K",
+                    help="sequential: score every edit so far after each K-th edit (0 = only at the end)")
     args = ap.parse_args()
+    if args.stack and (args.batch or len(args.methods.split(",")) > 1):
+        ap.error("--stack is for one sequential method")
     model, tok = anyedit.load_model()
     requests = [r.request for r in load_dataset(str(Path(args.data) / FILES[args.source]), limit=args.n).records]
     mode = "batch" if args.batch else "sequential"
@@ -69,15 +93,21 @@ def main() -> None:
             cfg = cfg.with_overrides(dict(args.set))
         probe = LocalityProbe(model, tok, cfg.prompt, builtin_prompts("probe")[: args.probes]) if args.probes else None
         facts = FactualProbe(model, tok, cfg.prompt)
-        right_after: list[float] = []
+        right_after: list[float | None] = []
         t = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            stack = anyedit.EditStack(Path(tmp) / "stack")
+            stack = anyedit.EditStack(Path(args.stack) if args.stack else Path(tmp) / "stack")
             if args.batch:
                 res = anyedit.compute_edits(model, tok, requests, cfg, show_progress=False)
                 stack.push(res)
             else:
-                for i, req in enumerate(requests, 1):
+                done = [e["questions"] for e in stack.entries()]
+                if done != [[r.question] for r in requests[: len(done)]]:
+                    sys.exit(f"--stack {args.stack}: its edits are not the first {len(done)} of this run")
+                if done:
+                    print(f"  resuming: {len(done)} edits already in {args.stack}", flush=True)
+                right_after = [None] * len(done)
+                for i, req in enumerate(requests[len(done):], len(done) + 1):
                     res = stack.edit(model, tok, req, cfg, show_progress=False)
                     with stack.applied(model):
                         right_after.append(_answer(model, tok, req, cfg.prompt))
@@ -87,13 +117,17 @@ def main() -> None:
                                      if any(k in r for r in rounds))
                     print(f"  edit {i}: R-L right after {right_after[-1]:.2f}, {res.timings['total_s']:.0f} s, "
                           f"{len(rounds)} round(s); {what} ({time.perf_counter() - t:.0f} s so far)", flush=True)
+                    if args.score_every and i % args.score_every == 0 and i < len(requests):
+                        with stack.applied(model):
+                            _checkpoint(model, tok, requests[:i], cfg, probe, facts, time.perf_counter() - t)
             secs = time.perf_counter() - t
             with stack.applied(model):
                 end = [_answer(model, tok, r, cfg.prompt) for r in requests]
                 rep = probe.compare(model) if probe is not None else None
                 paris = "Paris" in generate(model, tok, "What is the capital of France?", cfg.prompt, 20)[0]
                 fact_rep = facts.compare(model)
-        after = "–" if args.batch else f"{sum(x >= 0.9 for x in right_after)}/{len(requests)}"
+        known = [x for x in right_after if x is not None]
+        after = "–" if args.batch else f"{sum(x >= 0.9 for x in known)}/{len(known)}"
         kept = f"{rep.token_agreement:.3f}" if rep else "–"
         nll = f"{rep.nll_change:+.3f}" if rep else "–"
         print(f"| {len(requests)} | {mode} | {method} | {after} | {sum(x >= 0.9 for x in end)}/{len(requests)} | "
@@ -101,8 +135,8 @@ def main() -> None:
               f"{fact_rep.kept}/{fact_rep.known} | {secs:.0f} ({secs / unit:.0f}) |", flush=True)
         for lost in fact_rep.lost:
             print(f"  fact lost: {lost}", flush=True)
-        print("  per edit " + ("(right after / after all): " + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in
-                                                                        zip(right_after, end))
+        shown = ["?" if a is None else f"{a:.2f}" for a in right_after]
+        print("  per edit " + ("(right after / after all): " + ", ".join(f"{a}/{b:.2f}" for a, b in zip(shown, end))
                                 if right_after else "(after all): " + ", ".join(f"{b:.2f}" for b in end)), flush=True)
         if args.out:
             row = {"source": args.source, "n": len(requests), "mode": mode, "method": method,
