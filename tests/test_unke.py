@@ -301,3 +301,21 @@ def test_a_round_runs_again_while_an_earlier_answer_is_below_its_floor(llama, tm
     lost = run([1.0, -1.0])  # found at 1.0 (floor 0.5), lost by the update, and not won back
     assert [r["history_margin_vs_floor"] < 0 for r in lost["rounds"]] == [True, True] and "final_check" not in lost
     assert all(steps == 0 for r in lost["rounds"] for steps in r["chunk_steps"])
+
+
+@pytest.mark.parametrize("decay_to", ["zero", "start"])
+def test_unke_weight_decay_pulls_towards_zero_or_towards_where_the_update_began(tiny, tmp_path, decay_to):
+    """With every loss weighted 0 the gradients are 0, so only the decay moves the layer: AdamW's ("zero")
+    shrinks each matrix by (1 - lr * wd) a step; "start" decays the change since the update began, which is 0."""
+    model, tok = tiny
+    cfg = _cfg(tmp_path, **{"backend.edit_weight": 0.0, "backend.kp_weight": 0.0, "backend.preserve_weight": 0.0,
+                            "backend.steps": 5, "backend.lr": 0.01, "backend.weight_decay": 2.0,
+                            "backend.decay_to": decay_to, "rounds": 1})
+    res = anyedit.compute_edits(model, tok, REQ, cfg, stats_cache=CovarianceCache(tmp_path, False),
+                                show_progress=False)
+    params = dict(model.named_parameters())
+    mats = {n: d.dense for n, d in res.deltas.items() if d.dense.ndim == 2}
+    assert mats
+    for n, d in mats.items():
+        expected = params[n].detach() * ((1 - 0.01 * 2.0) ** 5 - 1) if decay_to == "zero" else torch.zeros_like(d)
+        assert torch.allclose(d, expected, atol=1e-6), n

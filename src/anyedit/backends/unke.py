@@ -59,6 +59,10 @@ class UnkeConfig(BackendConfig):
     then also stops only once no earlier answer has lost margin below ``min(stop_margin, its margin when the update
     began)`` (checked when the new answer passes).
 
+    ``weight_decay`` pulls the layer's matrices towards zero each step (AdamW, as the reference) with ``decay_to``
+    "zero", or towards the weights the update began from with "start": the same decoupled decay, applied to the
+    change only, so a long run of edits does not shrink the layer step by step.
+
     ``train="mlp"`` trains only the layer's MLP. The MLP sees each position on its own, so its inputs are recorded
     once and every step runs just the MLP: over the edit texts, and over ``preserve_tokens`` positions drawn from all
     preservation conversations (0: every position of ``preserve_batch`` drawn conversations). Not for architectures
@@ -71,6 +75,7 @@ class UnkeConfig(BackendConfig):
     lr: float = 1e-3
     steps: int = 100
     weight_decay: float = 0.01
+    decay_to: str = "zero"
     edit_weight: float = 1.0
     kp_weight: float = 1.0
     preserve_weight: float = 1.0
@@ -97,6 +102,7 @@ class UnkeConfig(BackendConfig):
             check_number(c, "stop_margin", self.stop_margin, allow_zero=True)
         check_int(c, "check_every", self.check_every)
         check_choice(c, "train", self.train, ("layer", "mlp"))
+        check_choice(c, "decay_to", self.decay_to, ("zero", "start"))
         check_int(c, "preserve_tokens", self.preserve_tokens, minimum=0)
         check_number(c, "history_weight", self.history_weight, allow_zero=True)
         check_int(c, "history_batch", self.history_batch)
@@ -274,8 +280,11 @@ class UnkeBackend:
         no_decay = [p for n, p in params.items() if p.ndim < 2]
         history: list[float] = []
         with training(model, list(params.values())) as original:
-            opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+            to_zero = cfg.weight_decay if cfg.decay_to == "zero" else 0.0
+            opt = torch.optim.AdamW([{"params": decay, "weight_decay": to_zero},
                                      {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+            start_of = {id(p): p0 for p, p0 in zip(params.values(), original)}
+            to_start = [(p, start_of[id(p)]) for p in decay] if cfg.decay_to == "start" and cfg.weight_decay else []
             start_err = None
             margin: float | None = None
             steps = 0
@@ -307,6 +316,10 @@ class UnkeBackend:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if to_start:  # AdamW's decoupled decay, on the change since the update began
+                    with torch.no_grad():
+                        for p, p0 in to_start:
+                            p.sub_(p - p0, alpha=cfg.lr * cfg.weight_decay)
                 steps += 1
             with torch.no_grad():
                 deltas = {f"{prefix}.{n}": Delta(dense=(p.detach() - p0).float())
