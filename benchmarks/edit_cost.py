@@ -12,7 +12,8 @@ chunk reproduced is counted apart: "+check"), Adam steps per chunk (mean / max, 
 (`prepare_statistics`: zero on a warm cache), value search and update per round, the edit's total in seconds and in
 units; then what the edit must keep: ROUGE-L F1 (rouge-score) of the greedy answer against the new answer, probe
 tokens kept and NLL change on the built-in probe prompts, whether "What is the capital of France?" still
-mentions Paris, and how many of the built-in factual probes the unedited model answers right still are.
+mentions Paris, how many of the built-in factual probes the unedited model answers right still are, and how far the
+edit moved the weights it changed (||change||_F / ||weights||_F over its matrices).
 Records: ``demo`` (anyedit demo's answer) and those of benchmarks/edit_quality.py.
 """
 
@@ -33,6 +34,7 @@ from anyedit.eval.locality import FactualProbe, LocalityProbe
 from anyedit.eval.metrics import rouge
 from anyedit.model.generation import generate
 from anyedit.model.prompts import prepare_request
+from anyedit.model.weights import relative_change
 from anyedit.stats.preserve import builtin_prompts
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -96,8 +98,8 @@ def main() -> None:
     facts = FactualProbe(model, tok, cfg.prompt)
     print("| record | answer tokens | chunks | rounds | Adam steps per chunk (mean/max, per round) | value search s "
           "(per round) | update s (per round) | edit s | edit units | ROUGE-L | probe tokens kept | probe NLL change "
-          "| Paris kept | facts kept |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+          "| Paris kept | facts kept | weights moved |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     rows = []
     for req in _records(args.records, Path(args.data)):
         n = len(prepare_request(tok, req, cfg.prompt).target_ids)
@@ -108,6 +110,7 @@ def main() -> None:
             loc = probe.compare(model) if probe is not None else None
             paris = "Paris" in generate(model, tok, "What is the capital of France?", cfg.prompt, 20)[0]
             fact_rep = facts.compare(model)
+            moved = relative_change(model, res.deltas)
         steps = [s for s in _per_round(res, "chunk_steps") if s]
         check = res.diagnostics.get("final_check")
         searches = _per_round(res, "value_search_s") + ([check["value_search_s"]] if check else [])
@@ -119,7 +122,7 @@ def main() -> None:
                "probe_tokens_kept": loc.token_agreement if loc else None, "probe_nll_change": loc.nll_change
                if loc else None, "paris": paris, "facts": fact_rep.to_dict(),
                "realised_fraction": _per_round(res, "realised_fraction"),
-               "anchor_mse": _per_round(res, "anchor_mse")}
+               "anchor_mse": _per_round(res, "anchor_mse"), "weights_moved": moved}
         rows.append(row)
         step_text = "; ".join(f"{statistics.mean(s):.0f}/{max(s)}" for s in steps) or "-"
         print(f"| {req.id} | {n} | {row['chunks']} | {row['rounds']}{' +check' if check else ''} | {step_text} | "
@@ -127,7 +130,7 @@ def main() -> None:
               f"{secs:.0f} | {secs / unit:.0f} | {row['rougeL_f']:.2f} | "
               f"{'-' if loc is None else f'{loc.token_agreement:.3f}'} | "
               f"{'-' if loc is None else f'{loc.nll_change:+.3f}'} | {'yes' if paris else 'no'} | "
-              f"{fact_rep.kept}/{fact_rep.known} |", flush=True)
+              f"{fact_rep.kept}/{fact_rep.known} | {moved:.3f} |", flush=True)
         for lost in fact_rep.lost:
             print(f"  fact lost: {lost}", flush=True)
         if args.out:

@@ -36,6 +36,7 @@ from anyedit.eval.locality import FactualProbe, LocalityProbe
 from anyedit.eval.metrics import rouge
 from anyedit.model.generation import generate
 from anyedit.model.prompts import prepare_request
+from anyedit.model.weights import relative_change
 from anyedit.stats.preserve import builtin_prompts
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -49,7 +50,7 @@ def _answer(model, tok, req, prompt) -> float:
     return rouge(req.answer, generate(model, tok, req.question, prompt, max_new_tokens=n + 16)[0])["rougeL_f"]
 
 
-def _checkpoint(model, tok, done, cfg, probe, facts, secs: float) -> None:
+def _checkpoint(model, tok, done, cfg, probe, facts, secs: float, stack) -> None:
     """Score every edit made so far (the stack applied) and print one line."""
     scores = [_answer(model, tok, r, cfg.prompt) for r in done]
     rep = probe.compare(model) if probe is not None else None
@@ -58,7 +59,8 @@ def _checkpoint(model, tok, done, cfg, probe, facts, secs: float) -> None:
     kept = f"{rep.token_agreement:.3f}, NLL {rep.nll_change:+.3f}" if rep else "–"
     print(f"  after {len(done)}: reproduced {sum(x >= 0.9 for x in scores)}/{len(done)}, mean R-L "
           f"{sum(scores) / len(scores):.2f}; probe tokens kept {kept}; Paris {'yes' if paris else 'no'}; facts "
-          f"{fact_rep.kept}/{fact_rep.known}; {secs:.0f} s; not reproduced: "
+          f"{fact_rep.kept}/{fact_rep.known}; weights moved {relative_change(model, stack.history().applied):.3f}; "
+          f"{secs:.0f} s; not reproduced: "
           f"{[i for i, x in enumerate(scores, 1) if x < 0.9]}", flush=True)
 
 
@@ -111,21 +113,24 @@ def main() -> None:
                     res = stack.edit(model, tok, req, cfg, show_progress=False)
                     with stack.applied(model):
                         right_after.append(_answer(model, tok, req, cfg.prompt))
+                        moved = relative_change(model, res.deltas)
                     rounds = res.diagnostics.get("rounds", [])
                     what = "; ".join(f"{k} {[r.get(k) for r in rounds]}" for k in
                                      ("update_steps", "reproduced", "history_margin_vs_floor")
                                      if any(k in r for r in rounds))
                     print(f"  edit {i}: R-L right after {right_after[-1]:.2f}, {res.timings['total_s']:.0f} s, "
-                          f"{len(rounds)} round(s); {what} ({time.perf_counter() - t:.0f} s so far)", flush=True)
+                          f"{len(rounds)} round(s); weights moved {moved:.3f}; {what} "
+                          f"({time.perf_counter() - t:.0f} s so far)", flush=True)
                     if args.score_every and i % args.score_every == 0 and i < len(requests):
                         with stack.applied(model):
-                            _checkpoint(model, tok, requests[:i], cfg, probe, facts, time.perf_counter() - t)
+                            _checkpoint(model, tok, requests[:i], cfg, probe, facts, time.perf_counter() - t, stack)
             secs = time.perf_counter() - t
             with stack.applied(model):
                 end = [_answer(model, tok, r, cfg.prompt) for r in requests]
                 rep = probe.compare(model) if probe is not None else None
                 paris = "Paris" in generate(model, tok, "What is the capital of France?", cfg.prompt, 20)[0]
                 fact_rep = facts.compare(model)
+                moved = relative_change(model, stack.history().applied)
         known = [x for x in right_after if x is not None]
         after = "–" if args.batch else f"{sum(x >= 0.9 for x in known)}/{len(known)}"
         kept = f"{rep.token_agreement:.3f}" if rep else "–"
@@ -133,6 +138,7 @@ def main() -> None:
         print(f"| {len(requests)} | {mode} | {method} | {after} | {sum(x >= 0.9 for x in end)}/{len(requests)} | "
               f"{sum(end) / len(end):.2f} | {kept} | {nll} | {'yes' if paris else 'no'} | "
               f"{fact_rep.kept}/{fact_rep.known} | {secs:.0f} ({secs / unit:.0f}) |", flush=True)
+        print(f"  weights moved by all edits together: {moved:.3f} of their norm", flush=True)
         for lost in fact_rep.lost:
             print(f"  fact lost: {lost}", flush=True)
         shown = ["?" if a is None else f"{a:.2f}" for a in right_after]
@@ -143,7 +149,7 @@ def main() -> None:
                    "overrides": dict(args.set), "right_after": right_after, "end": end,
                    "probe_tokens_kept": rep.token_agreement if rep else None,
                    "probe_nll_change": rep.nll_change if rep else None, "paris": paris, "facts": fact_rep.to_dict(),
-                   "seconds": secs,
+                   "weights_moved": moved, "seconds": secs,
                    "machine_unit_s": unit}
             with open(args.out, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")

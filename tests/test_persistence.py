@@ -247,3 +247,22 @@ def test_the_history_keeps_each_texts_value_targets(saved, tmp_path):
     bare.add({}, res.history.rows, res.history.starts)
     again = EditHistory.load(bare.save(tmp_path / "bare.safetensors"))
     assert again.rows == res.history.rows and again.targets == [None]
+
+
+def test_relative_change_is_the_change_over_the_weights_it_was_applied_to(llama):
+    """||change||_F / ||weights before||_F over the changed matrices, measured with the change applied; vectors
+    (norm weights) are not counted."""
+    from anyedit.model.weights import Delta, apply_deltas, relative_change, restore
+
+    model, _ = llama
+    name = "model.layers.1.mlp.down_proj.weight"
+    w = dict(model.named_parameters())[name].detach().clone()
+    change = Delta(dense=0.5 * w.float())  # half the weights: moved by 0.5 of their norm
+    norm = "model.layers.1.input_layernorm.weight"
+    big = Delta(dense=torch.full_like(dict(model.named_parameters())[norm].float(), 100.0))
+    backup = apply_deltas(model, {name: change, norm: big})
+    try:
+        assert relative_change(model, {name: change, norm: big}) == pytest.approx(0.5, rel=1e-5)
+    finally:
+        restore(model, backup)
+    assert torch.equal(dict(model.named_parameters())[name], w)

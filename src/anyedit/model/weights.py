@@ -145,3 +145,19 @@ def tensor_sha256(t: torch.Tensor) -> str:
     h = hashlib.sha256(f"{t.dtype}|{tuple(t.shape)}|".encode())
     h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+@torch.no_grad()
+def relative_change(model: nn.Module, deltas: dict[str, Delta]) -> float:
+    """``||sum of the changes||_F / ||the changed weights before||_F`` over the matrices ``deltas`` changes (as
+    applied to ``model`` now: the weights before are the current ones minus the change). How far an edit, or a
+    stack of them, moved the weights it touched."""
+    change = before = 0.0
+    for name, d in deltas.items():
+        p = get_param(model, name)
+        if p.ndim < 2:
+            continue
+        full = d.full(p.device).float()
+        change += full.pow(2).sum().item()
+        before += (p.float() - full).pow(2).sum().item()
+    return (change / before) ** 0.5 if before else 0.0
