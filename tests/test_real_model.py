@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import anyedit
-from anyedit.eval.locality import LocalityProbe
+from anyedit.eval.locality import FactualProbe, LocalityProbe
 from anyedit.model.generation import generate
 from anyedit.model.prompts import prepare_request
 
@@ -28,6 +28,9 @@ rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 UNRELATED = ["What is the capital of France?", "How does photosynthesis work?", "Write a haiku about rain.",
              "What is 7 times 8?", "Who wrote Hamlet?"]
+# factual probes one edit may lose: this file's edit loses 2 of the 44 on this machine (capital of Mexico,
+# centimetres in a metre); the preset loses 2-7 on the single-edit records of the README
+MAX_LOST = 6
 
 
 def _rouge_l(ref: str, hyp: str) -> float:
@@ -125,6 +128,19 @@ def test_saved_edit_is_refused_by_another_model(tmp_path, edited):
                           "--out", str(out), "-q"], capture_output=True, text=True, timeout=600)
     assert run.returncode == 2 and "made for" in run.stderr and "Traceback" not in run.stderr
     assert not out.exists()
+
+
+def test_one_edit_keeps_the_factual_probes(real, edited):
+    """Of the 62 built-in factual probes (short questions with one right answer, none of them a preservation
+    prompt), the unedited model answers 44 right; with the edit applied, at most MAX_LOST of those change."""
+    model, tok = real
+    _, result, _, _ = edited
+    facts = FactualProbe(model, tok)
+    assert len(facts.known) >= 40, f"the unedited model answers {len(facts.known)} of {len(facts.facts)} right"
+    with result.applied(model):
+        rep = facts.compare(model)
+    assert rep.known - rep.kept <= MAX_LOST, rep.lost
+    assert not any(lost.startswith("What is the capital of France?") for lost in rep.lost), rep.lost
 
 
 def _mquake(index: int) -> anyedit.EditRequest:
