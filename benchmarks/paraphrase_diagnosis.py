@@ -53,11 +53,12 @@ def main() -> None:
     summary: dict[str, list[float]] = {}
     for req in load_records(args.records, Path(args.data)):
         para = req.extra.get("paraphrase")
-        n = len(prepare_request(tok, req, cfg.prompt).target_ids)
+        prep = prepare_request(tok, req, cfg.prompt)
+        n = len(prep.target_ids)
         baseline = None
         res = anyedit.compute_edits(model, tok, req, cfg, show_progress=False)
-        # a method without value search (ft) has no chunks: the whole answer is one
-        spans = [(c["start"], c["end"]) for c in res.reports[0]] if res.reports else [(0, n)]
+        chunks = res.reports[0] if res.reports else []  # a method without value search (ft) has no chunks
+        spans = [(c["start"], c["end"]) for c in chunks] or [(0, n)]  # then the whole answer is one
         if para:  # the paraphrase on the unedited model, with the edit's chunks
             baseline = chunk_carryover(model, tok, para, req.answer, spans, cfg.prompt)
             base_answer = generate(model, tok, para, cfg.prompt, max_new_tokens=n + 16)[0]
@@ -70,8 +71,8 @@ def main() -> None:
                 answer = generate(model, tok, q, cfg.prompt, max_new_tokens=n + 16)[0]
                 rows.append((name, carry, rouge(req.answer, answer)))
             layer = res.config.layers[-1] if res.config.layers else None
-            positions = [a for c in res.reports[0] for a in c["anchors"]] if res.reports else []
-            anchors = [(prepare_request(tok, req, cfg.prompt).ids, positions)] if positions else []
+            positions = [a for c in chunks for a in c["anchors"]]
+            anchors = [(prep.ids, positions)] if positions else []
             changed = probe_divergences(model, probe, layer, anchors) if layer else []
             fact_rep = facts.compare(model)
             loc = probe.compare(model)
