@@ -3,6 +3,7 @@ edits survive the later ones? Prints a markdown table.
 
     .venv/bin/python benchmarks/sequential.py [--methods unke] [--n 10] [--source mq|uk] [--batch]
         [--probes 40] [--set KEY=VALUE ...] [--out rows.jsonl] [--stack DIR] [--score-every K]
+        [--layer-cycle L1,L2,...]
 
 Records: the first N usable records of a dev sample in ../shared/data: ``mq`` MQuAKE-CF (AKEW; question +
 ``fact_new_uns``), ``uk`` UnKEBench (question + answer). Sequential: each edit is added to an ``EditStack`` (a
@@ -77,9 +78,15 @@ def main() -> None:
     ap.add_argument("--stack", help="sequential: keep the stack in this directory (resumes a run that stopped)")
     ap.add_argument("--score-every", type=int, default=0, metavar="K",
                     help="sequential: score every edit so far after each K-th edit (0 = only at the end)")
+    ap.add_argument("--layer-cycle", metavar="L1,L2,...",
+                    help="sequential, one-layer methods: edit i is written at layer L[i mod k] (the edits are "
+                         "spread over these layers in turn) instead of the preset's layer")
     args = ap.parse_args()
     if args.stack and (args.batch or len(args.methods.split(",")) > 1):
         ap.error("--stack is for one sequential method")
+    cycle = [int(x) for x in args.layer_cycle.split(",")] if args.layer_cycle else []
+    if cycle and args.batch:
+        ap.error("--layer-cycle is for sequential runs")
     model, tok = anyedit.load_model()
     requests = [r.request for r in load_dataset(str(Path(args.data) / FILES[args.source]), limit=args.n).records]
     mode = "batch" if args.batch else "sequential"
@@ -110,7 +117,8 @@ def main() -> None:
                     print(f"  resuming: {len(done)} edits already in {args.stack}", flush=True)
                 right_after = [None] * len(done)
                 for i, req in enumerate(requests[len(done):], len(done) + 1):
-                    res = stack.edit(model, tok, req, cfg, show_progress=False)
+                    this = cfg.with_overrides({"layers": [cycle[(i - 1) % len(cycle)]]}) if cycle else cfg
+                    res = stack.edit(model, tok, req, this, show_progress=False)
                     with stack.applied(model):
                         right_after.append(_answer(model, tok, req, cfg.prompt))
                         moved = relative_change(model, res.deltas)
@@ -118,7 +126,7 @@ def main() -> None:
                     what = "; ".join(f"{k} {[r.get(k) for r in rounds]}" for k in
                                      ("update_steps", "reproduced", "history_margin_vs_floor")
                                      if any(k in r for r in rounds))
-                    print(f"  edit {i}: R-L right after {right_after[-1]:.2f}, {res.timings['total_s']:.0f} s, "
+                    print(f"  edit {i}{f' (layer {this.layers[0]})' if cycle else ''}: R-L right after {right_after[-1]:.2f}, {res.timings['total_s']:.0f} s, "
                           f"{len(rounds)} round(s); weights moved {moved:.3f}; {what} "
                           f"({time.perf_counter() - t:.0f} s so far)", flush=True)
                     if args.score_every and i % args.score_every == 0 and i < len(requests):
@@ -146,7 +154,7 @@ def main() -> None:
                                 if right_after else "(after all): " + ", ".join(f"{b:.2f}" for b in end)), flush=True)
         if args.out:
             row = {"source": args.source, "n": len(requests), "mode": mode, "method": method,
-                   "overrides": dict(args.set), "right_after": right_after, "end": end,
+                   "overrides": dict(args.set), "layer_cycle": cycle, "right_after": right_after, "end": end,
                    "probe_tokens_kept": rep.token_agreement if rep else None,
                    "probe_nll_change": rep.nll_change if rep else None, "paris": paris, "facts": fact_rep.to_dict(),
                    "weights_moved": moved, "seconds": secs,
