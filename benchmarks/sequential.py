@@ -126,7 +126,8 @@ def main() -> None:
                     what = "; ".join(f"{k} {[r.get(k) for r in rounds]}" for k in
                                      ("update_steps", "reproduced", "history_margin_vs_floor")
                                      if any(k in r for r in rounds))
-                    print(f"  edit {i}{f' (layer {this.layers[0]})' if cycle else ''}: R-L right after {right_after[-1]:.2f}, {res.timings['total_s']:.0f} s, "
+                    where = f" (layer {this.layers[0]})" if cycle else ""
+                    print(f"  edit {i}{where}: R-L right after {right_after[-1]:.2f}, {res.timings['total_s']:.0f} s, "
                           f"{len(rounds)} round(s); weights moved {moved:.3f}; {what} "
                           f"({time.perf_counter() - t:.0f} s so far)", flush=True)
                     if args.score_every and i % args.score_every == 0 and i < len(requests):
