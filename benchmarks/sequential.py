@@ -3,7 +3,7 @@ edits survive the later ones? Prints a markdown table.
 
     .venv/bin/python benchmarks/sequential.py [--methods unke] [--n 10] [--source mq|uk] [--batch]
         [--probes 40] [--set KEY=VALUE ...] [--out rows.jsonl] [--stack DIR] [--score-every K]
-        [--layer-cycle L1,L2,...]
+        [--layer-cycle L1,L2,...] [--consolidate-every K]
 
 Records: the first N usable records of a dev sample in ../shared/data: ``mq`` MQuAKE-CF (AKEW; question +
 ``fact_new_uns``), ``uk`` UnKEBench (question + answer). Sequential: each edit is added to an ``EditStack`` (a
@@ -78,6 +78,9 @@ def main() -> None:
     ap.add_argument("--stack", help="sequential: keep the stack in this directory (resumes a run that stopped)")
     ap.add_argument("--score-every", type=int, default=0, metavar="K",
                     help="sequential: score every edit so far after each K-th edit (0 = only at the end)")
+    ap.add_argument("--consolidate-every", type=int, default=0, metavar="K",
+                    help="sequential: after each K-th edit, replace the stack's members with one edit of all their "
+                         "requests (EditStack.consolidate), before scoring")
     ap.add_argument("--layer-cycle", metavar="L1,L2,...",
                     help="sequential, one-layer methods: edit i is written at layer L[i mod k] (the edits are "
                          "spread over these layers in turn) instead of the preset's layer")
@@ -85,8 +88,8 @@ def main() -> None:
     if args.stack and (args.batch or len(args.methods.split(",")) > 1):
         ap.error("--stack is for one sequential method")
     cycle = [int(x) for x in args.layer_cycle.split(",")] if args.layer_cycle else []
-    if cycle and args.batch:
-        ap.error("--layer-cycle is for sequential runs")
+    if (cycle or args.consolidate_every) and args.batch:
+        ap.error("--layer-cycle and --consolidate-every are for sequential runs")
     model, tok = anyedit.load_model()
     requests = [r.request for r in load_dataset(str(Path(args.data) / FILES[args.source]), limit=args.n).records]
     mode = "batch" if args.batch else "sequential"
@@ -110,8 +113,8 @@ def main() -> None:
                 res = anyedit.compute_edits(model, tok, requests, cfg, show_progress=False)
                 stack.push(res)
             else:
-                done = [e["questions"] for e in stack.entries()]
-                if done != [[r.question] for r in requests[: len(done)]]:
+                done = [q for e in stack.entries() for q in e["questions"]]  # a consolidated member holds many
+                if done != [r.question for r in requests[: len(done)]]:
                     sys.exit(f"--stack {args.stack}: its edits are not the first {len(done)} of this run")
                 if done:
                     print(f"  resuming: {len(done)} edits already in {args.stack}", flush=True)
@@ -130,6 +133,14 @@ def main() -> None:
                     print(f"  edit {i}{where}: R-L right after {right_after[-1]:.2f}, {res.timings['total_s']:.0f} s, "
                           f"{len(rounds)} round(s); weights moved {moved:.3f}; {what} "
                           f"({time.perf_counter() - t:.0f} s so far)", flush=True)
+                    if args.consolidate_every and i % args.consolidate_every == 0:
+                        c0 = time.perf_counter()
+                        merged = stack.consolidate(model, tok, show_progress=False)
+                        with stack.applied(model):
+                            moved = relative_change(model, merged.deltas)
+                        print(f"  consolidated the {i} edits into one: {time.perf_counter() - c0:.0f} s, "
+                              f"{len(merged.diagnostics.get('rounds', []))} round(s); weights moved {moved:.3f} "
+                              f"({time.perf_counter() - t:.0f} s so far)", flush=True)
                     if args.score_every and i % args.score_every == 0 and i < len(requests):
                         with stack.applied(model):
                             _checkpoint(model, tok, requests[:i], cfg, probe, facts, time.perf_counter() - t, stack)
@@ -155,7 +166,8 @@ def main() -> None:
                                 if right_after else "(after all): " + ", ".join(f"{b:.2f}" for b in end)), flush=True)
         if args.out:
             row = {"source": args.source, "n": len(requests), "mode": mode, "method": method,
-                   "overrides": dict(args.set), "layer_cycle": cycle, "right_after": right_after, "end": end,
+                   "overrides": dict(args.set), "layer_cycle": cycle,
+                   "consolidate_every": args.consolidate_every, "right_after": right_after, "end": end,
                    "probe_tokens_kept": rep.token_agreement if rep else None,
                    "probe_nll_change": rep.nll_change if rep else None, "paris": paris, "facts": fact_rep.to_dict(),
                    "weights_moved": moved, "seconds": secs,

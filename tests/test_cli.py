@@ -132,7 +132,7 @@ def test_requests_file_and_apply(model_dirs, tmp_path, capsys):
 
 def test_edit_stack_from_the_command_line(model_dirs, tmp_path, capsys):
     """`edit --stack` adds edits one after the other; `ask`/`apply --edit STACK` apply them all in order; `stack list`
-    shows them, `stack pop` removes the last; another model is refused."""
+    shows them, `stack pop` removes the last, `stack consolidate` merges them into one; another model is refused."""
     import transformers as tf
 
     from anyedit.editing.stack import EditStack
@@ -168,6 +168,23 @@ def test_edit_stack_from_the_command_line(model_dirs, tmp_path, capsys):
     assert main(["stack", "pop", str(stack)]) == 0
     assert "1 left" in capsys.readouterr().out and len(EditStack(stack)) == 1
     _bad(capsys, ["stack", "list", str(tmp_path)], "is not an edit stack")
+    # consolidate: the members become one edit of all their questions, computed on the base model
+    cache = ["--cache-dir", str(tmp_path / "cache"), "-q"]
+    _bad(capsys, ["stack", "consolidate", str(stack), "--model", str(model_dirs["a"]), *cache],
+         "nothing to consolidate")
+    assert main(["edit", "--model", str(model_dirs["a"]), "--question", "Who is it?", "--answer", "A quick brown fox.",
+                 "--stack", str(stack), "--no-compare", *_fast(model_dirs, tmp_path)]) == 0
+    _bad(capsys, ["stack", "consolidate", str(stack), "--model", str(model_dirs["b"]), *cache], "differs in")
+    _bad(capsys, ["stack", "consolidate", str(stack), "--model", str(model_dirs["a"]), "--set", "rounds=0", *cache],
+         "rounds")
+    assert len(EditStack(stack)) == 2
+    assert main(["stack", "consolidate", str(stack), "--model", str(model_dirs["a"]), "--set", "rounds=1",
+                 *cache]) == 0
+    assert "consolidated 2 edits" in capsys.readouterr().out
+    merged = EditStack(stack)
+    assert len(merged) == 1 and merged.entries()[0]["questions"] == ["What is the answer?", "Who is it?"]
+    with merged.applied(model):
+        pass
 
 
 def test_empty_answer(model_dirs, tmp_path, capsys):

@@ -161,3 +161,51 @@ def test_a_later_edit_keeps_the_earlier_ones_text_when_given_the_history(llama, 
                 moved[name] = (after - before).norm(dim=1).mean()
     assert len(history.rows) == 2  # the first edit's text, then the second's (added by the call that had it)
     assert moved["with"] < 0.7 * moved["without"], moved
+
+
+def test_consolidate_replaces_the_members_with_one_edit_of_all_their_requests(stacked):
+    model, tok, stack, first, second, cfg, cache = stacked
+    state = _weights(model)
+    # the base model is required: refused with the stack applied, and nothing changes
+    with stack.applied(model):
+        with pytest.raises(EditApplyError, match="revert it before consolidating"):
+            stack.consolidate(model, tok, cfg, stats_cache=cache, show_progress=False)
+    with first.applied(model):
+        with pytest.raises(FingerprintMismatchError, match="needs the base model"):
+            stack.consolidate(model, tok, cfg, stats_cache=cache, show_progress=False)
+    assert len(EditStack(stack.directory)) == 2 and _same(model, state)
+    # the default settings: the last member's, with at least 300 update steps
+    assert stack.consolidation_config().backend.steps == 300
+    assert stack.consolidation_config().with_overrides({"backend.steps": 5}) == cfg
+    old_dirs = [stack.directory / e["dir"] for e in stack.entries()]
+    # R1 again with a new answer: the latest answer to a question is the one kept
+    r1_new = EditRequest(R1.question, "The answer is forty-two, and it always was.", id="r1b")
+    stack.edit(model, tok, r1_new, cfg, stats_cache=cache, show_progress=False)
+    result = stack.consolidate(model, tok, cfg, stats_cache=cache, show_progress=False)
+    assert [r.question for r in result.requests] == [R2.question, R1.question]
+    assert [r.answer for r in result.requests] == [R2.answer, r1_new.answer]
+    assert result.history is not None and len(result.history.rows) == 2
+    again = EditStack(stack.directory)
+    assert len(again) == 1 and again.entries()[0]["consolidates"] == 3
+    assert again.entries()[0]["questions"] == [R2.question, R1.question]
+    assert not any(d.exists() for d in old_dirs)
+    # one batch edit from the base weights: applying the stack is applying that edit, reverted bit for bit
+    with result.applied(model):
+        expected = _weights(model)
+    assert not _same(model, expected)
+    with again.applied(model):
+        assert _same(model, expected)
+    assert _same(model, state)
+    # the stack goes on from there
+    stack.edit(model, tok, R2, cfg, stats_cache=cache, show_progress=False)
+    assert len(EditStack(stack.directory)) == 2
+    with EditStack(stack.directory).applied(model):
+        pass
+    assert _same(model, state)
+
+
+def test_an_empty_stack_cannot_be_consolidated(llama, tmp_path):
+    model, tok = llama
+    stack = EditStack(tmp_path / "empty")
+    with pytest.raises(EditFormatError, match="empty"):
+        stack.consolidate(model, tok)

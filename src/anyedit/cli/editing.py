@@ -9,12 +9,14 @@ from importlib import resources
 from typing import Any
 
 from .options import (
+    CliError,
     build_config,
     check_method,
     check_out_dir,
     load,
     method_options,
     model_options,
+    parse_set,
     probe_option,
     read_requests,
 )
@@ -163,11 +165,30 @@ def cmd_stack(args: argparse.Namespace) -> int:
         print(f"removed member {len(stack) + 1} ({last['dir']}: {'; '.join(last['questions'])}); "
               f"{len(stack)} left")
         return 0
+    if args.action == "consolidate":
+        return _consolidate(stack, args)
     stack.members()  # list checks every member, so a broken stack shows here
     base = (stack.base_model or {}).get("name_or_path", "?")
     print(f"edit stack {stack.directory}: {len(stack)} edit(s) on {base}, applied in this order:")
     for i, m in enumerate(stack.entries(), 1):
         print(f"{i:4d}  {m['dir']}  {m['method']:9s}  {m.get('edit_s', 0):7.1f} s  {' | '.join(m['questions'])}")
+    return 0
+
+
+def _consolidate(stack: Any, args: argparse.Namespace) -> int:
+    """``anyedit stack consolidate DIR``: every member replaced by one edit of all their requests together."""
+    stack.members()  # every member checked before the model loads
+    if len(stack) < 2:
+        raise CliError(f"edit stack {stack.directory} has {len(stack)} edit(s): nothing to consolidate")
+    cfg = stack.consolidation_config()
+    if args.set:
+        cfg = cfg.with_overrides(dict(args.set))
+    model, tok = load(args)
+    n = len(stack)
+    result = stack.consolidate(model, tok, cfg, cache_dir=args.cache_dir, show_progress=not args.quiet)
+    print(f"consolidated {n} edits of {stack.directory} into one edit of {len(result.requests)} request(s) in "
+          f"{result.timings.get('total_s', 0.0):.0f} s; ask with it: anyedit ask --edit {stack.directory} "
+          "--question ...")
     return 0
 
 
@@ -273,9 +294,16 @@ def add_commands(sub: Any) -> None:
     pr.add_argument("--method", help="the method whose preset to show (default: the model's default method)")
     pr.set_defaults(func=cmd_presets)
 
-    st = sub.add_parser("stack", help="show an edit stack, or remove its last edit",
+    st = sub.add_parser("stack", help="show an edit stack, remove its last edit, or merge its edits into one",
                         description="`anyedit stack list DIR` lists the edits of a stack in the order they are "
-                        "applied (and checks every member); `anyedit stack pop DIR` removes the last one.")
-    st.add_argument("action", choices=["list", "pop"])
+                        "applied (and checks every member); `anyedit stack pop DIR` removes the last one; "
+                        "`anyedit stack consolidate DIR` replaces them all with one edit of all their questions "
+                        "together, computed on the base model (edits made one after another wear each other "
+                        "away; one update that writes them all moves the layer far less). It uses the last "
+                        "edit's settings with at least 300 update steps a round; --set changes them.")
+    st.add_argument("action", choices=["list", "pop", "consolidate"])
     st.add_argument("dir", metavar="DIR", help="the stack directory (`anyedit edit --stack DIR`)")
-    st.set_defaults(func=cmd_stack, quiet=False, verbose=False)
+    model_options(st)
+    st.add_argument("--set", action="append", type=parse_set, metavar="KEY=VALUE",
+                    help="consolidate: override a config value of the last edit's settings (repeatable)")
+    st.set_defaults(func=cmd_stack)

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 STACK = "stack.json"
 STACK_FORMAT = 1
+CONSOLIDATE_MIN_STEPS = 300  # update steps a round when consolidating (measured: README, "many edits")
 
 
 def is_stack(path: str | Path) -> bool:
@@ -219,6 +220,75 @@ class EditStack:
             self._loaded.append(EditResult.load(final))
         log.info("edit stack %s: added member %d (%s)", self.directory, n, name)
         return final
+
+    def consolidation_config(self) -> EditConfig:
+        """The last member's config, with ``backend.steps`` raised to at least :data:`CONSOLIDATE_MIN_STEPS` for
+        methods that train: one update then has to write every member's answer (a batch of 30 long answers came
+        back 11/30 with 100 steps a round and 30/30 with 300)."""
+        config = self.config
+        if config is None:
+            raise EditFormatError(f"edit stack {self.directory} is empty: nothing to consolidate")
+        steps = getattr(config.backend, "steps", None)
+        if steps is not None and steps < CONSOLIDATE_MIN_STEPS:
+            config = config.with_overrides({"backend.steps": CONSOLIDATE_MIN_STEPS})
+        return config
+
+    def consolidate(self, model: nn.Module, tokenizer: Any, config: EditConfig | None = None,
+                    **kwargs: Any) -> EditResult:
+        """Replace every member with one edit of all their requests together, computed on the base model.
+
+        Edits made one after another wear each other away: each update moves the layer again, and by 20 long
+        answers on one layer the earlier ones fall (README, "50 sequential edits"). One update that writes all the
+        answers at once does not compound that way. ``model`` must be the base model (the stack not
+        applied; checked against the first member). A question asked in more than one member keeps its latest
+        answer (placed where the later one was). ``config``: by default :meth:`consolidation_config`. The new
+        member replaces the old ones only once it is saved; the stack is left as it was if anything fails
+        before."""
+        from .compute import compute_edits
+
+        if self._applied:
+            raise EditApplyError(f"edit stack {self.directory} is applied to a model; revert it before consolidating")
+        members = self.members()
+        if not members:
+            raise EditFormatError(f"edit stack {self.directory} is empty: nothing to consolidate")
+        self.check_model(model)
+        try:
+            members[0].check_model(model)
+        except FingerprintMismatchError as e:
+            raise FingerprintMismatchError(f"edit stack {self.directory}: consolidate needs the base model, without "
+                                           f"the stack or another edit applied ({e})") from None
+        latest: dict[str, EditRequest] = {}
+        for res in members:
+            for r in res.requests:
+                latest.pop(r.question, None)  # a later answer to the same question replaces it, in its place
+                latest[r.question] = r
+        config = config if config is not None else self.consolidation_config()
+        result = compute_edits(model, tokenizer, list(latest.values()), config, **kwargs)
+        old = list(self._index["members"])
+        name = f"c{len(old):04d}-{_sha256(json.dumps(old, sort_keys=True).encode())[:8]}"
+        final = self.directory / name
+        tmp = _io.fresh_dir(self.directory, f".{name}.", ".partial")
+        try:
+            result.save(tmp)
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        member = {"dir": name, "manifest_sha256": _file_sha256(final / MANIFEST), "method": result.config.method,
+                  "questions": [r.question for r in result.requests],
+                  "edit_s": round(float(result.timings.get("total_s", 0.0)), 1), "consolidates": len(old)}
+        index = {**self._index, "members": [member]}
+        _io.write_text(self.directory / STACK, json.dumps(index, indent=2))  # the old members stop counting here
+        self._index = index
+        for m in old:
+            if m["dir"] != name:
+                shutil.rmtree(self.directory / m["dir"], ignore_errors=True)
+        self._loaded = [EditResult.load(final)]
+        log.info("edit stack %s: %d members consolidated into one edit of %d requests (%s)", self.directory,
+                 len(old), len(result.requests), name)
+        return result
 
     def pop(self) -> dict[str, Any]:
         """Remove the last member (the stack must not be applied to a model); returns its entry."""
