@@ -155,7 +155,8 @@ def _mquake(index: int) -> anyedit.EditRequest:
 def test_a_stack_of_two_edits_brings_both_answers_back(real, probe, edited, tmp_path):
     """The saved edit as a stack's first member, then a second long edit computed on top of it (with the first
     applied and its history kept): both answers come back with the stack applied, unrelated prompts keep theirs
-    (against the unedited model), and the stack reverts bit for bit."""
+    (against the unedited model), and the stack reverts bit for bit; the same after consolidating the stack into
+    one edit of both."""
     model, tok = real
     req, result, _, _ = edited
     stack = anyedit.EditStack(tmp_path / "stack")
@@ -164,6 +165,14 @@ def test_a_stack_of_two_edits_brings_both_answers_back(real, probe, edited, tmp_
     before = _weights(model)
     stack.edit(model, tok, second, show_progress=False)
     assert all(torch.equal(p, before[n]) for n, p in model.state_dict().items()), "stack.edit changed the model"
+    with anyedit.EditStack(stack.directory).applied(model):
+        _check_edited(model, tok, second, probe)
+        _check_edited(model, tok, req, probe)
+    assert all(torch.equal(p, before[n]) for n, p in model.state_dict().items()), "revert is not bit-exact"
+    # consolidated: the two members become one batch edit of both, computed on the base model; both still come back
+    merged = stack.consolidate(model, tok, show_progress=False)
+    assert [r.question for r in merged.requests] == [req.question, second.question]
+    assert all(torch.equal(p, before[n]) for n, p in model.state_dict().items()), "consolidate changed the model"
     with anyedit.EditStack(stack.directory).applied(model):
         _check_edited(model, tok, second, probe)
         _check_edited(model, tok, req, probe)
