@@ -190,17 +190,11 @@ class EditStack:
         self.push(result)
         return result
 
-    def push(self, result: EditResult) -> Path:
-        """Save ``result`` as the next member. It must have been computed on the base model with every member
-        applied (``compute_edits(..., history=stack.history())`` inside ``with stack.applied(model)``, or
-        :meth:`edit`); that is checked whenever the stack is applied."""
-        if self.base_model is not None:
-            if identity_differences(self.base_model, result.base_model):
-                raise FingerprintMismatchError(f"this edit was made on another model than edit stack {self.directory}")
-        n = len(self) + 1
-        name = f"{n:04d}"
+    def _save_member(self, result: EditResult, name: str) -> tuple[Path, dict[str, Any]]:
+        """Save ``result`` as ``DIR/name`` (whole or not at all) and return it with its index entry; it counts as a
+        member only once the caller writes the index."""
         final = self.directory / name
-        if final.exists():  # left by a push that stopped before the index was written: not a member
+        if final.exists():  # left by a push or consolidation that stopped before the index was written
             shutil.rmtree(final)
         tmp = _io.fresh_dir(self.directory, f".{name}.", ".partial")
         try:
@@ -212,6 +206,18 @@ class EditStack:
         member = {"dir": name, "manifest_sha256": _file_sha256(final / MANIFEST), "method": result.config.method,
                   "questions": [r.question for r in result.requests],
                   "edit_s": round(float(result.timings.get("total_s", 0.0)), 1)}
+        return final, member
+
+    def push(self, result: EditResult) -> Path:
+        """Save ``result`` as the next member. It must have been computed on the base model with every member
+        applied (``compute_edits(..., history=stack.history())`` inside ``with stack.applied(model)``, or
+        :meth:`edit`); that is checked whenever the stack is applied."""
+        if self.base_model is not None:
+            if identity_differences(self.base_model, result.base_model):
+                raise FingerprintMismatchError(f"this edit was made on another model than edit stack {self.directory}")
+        n = len(self) + 1
+        name = f"{n:04d}"
+        final, member = self._save_member(result, name)
         index = {**self._index, "base_model": self.base_model or result.base_model,
                  "members": [*self._index["members"], member]}
         _io.write_text(self.directory / STACK, json.dumps(index, indent=2))
@@ -266,19 +272,8 @@ class EditStack:
         result = compute_edits(model, tokenizer, list(latest.values()), config, **kwargs)
         old = list(self._index["members"])
         name = f"c{len(old):04d}-{_sha256(json.dumps(old, sort_keys=True).encode())[:8]}"
-        final = self.directory / name
-        tmp = _io.fresh_dir(self.directory, f".{name}.", ".partial")
-        try:
-            result.save(tmp)
-            if final.exists():
-                shutil.rmtree(final)
-            tmp.rename(final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        member = {"dir": name, "manifest_sha256": _file_sha256(final / MANIFEST), "method": result.config.method,
-                  "questions": [r.question for r in result.requests],
-                  "edit_s": round(float(result.timings.get("total_s", 0.0)), 1), "consolidates": len(old)}
+        final, member = self._save_member(result, name)
+        member["consolidates"] = len(old)
         index = {**self._index, "members": [member]}
         _io.write_text(self.directory / STACK, json.dumps(index, indent=2))  # the old members stop counting here
         self._index = index
