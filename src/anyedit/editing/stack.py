@@ -266,7 +266,7 @@ class EditStack:
         latest: dict[str, EditRequest] = {}
         for res in members:
             for r in res.requests:
-                latest.pop(r.question, None)  # a later answer to the same question replaces it, in its place
+                latest.pop(r.question, None)  # a later answer to the same question replaces it, at its own place
                 latest[r.question] = r
         config = config if config is not None else self.consolidation_config()
         result = compute_edits(model, tokenizer, list(latest.values()), config, **kwargs)
