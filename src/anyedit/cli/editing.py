@@ -299,7 +299,7 @@ def add_commands(sub: Any) -> None:
                         "applied (and checks every member); `anyedit stack pop DIR` removes the last one; "
                         "`anyedit stack consolidate DIR` replaces them all with one edit of all their questions "
                         "together, computed on the base model (edits made one after another wear each other "
-                        "away; one update that writes them all moves the layer far less). It uses the last "
+                        "away; one update that writes them all does not compound that way). It uses the last "
                         "edit's settings with at least 300 update steps a round; --set changes them.")
     st.add_argument("action", choices=["list", "pop", "consolidate"])
     st.add_argument("dir", metavar="DIR", help="the stack directory (`anyedit edit --stack DIR`)")

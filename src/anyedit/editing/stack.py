@@ -74,6 +74,15 @@ class EditStack:
                                   "and a list of members)")
         return index
 
+    def _write_index(self, index: dict[str, Any]) -> None:
+        """Write ``stack.json`` (atomically): from here on, ``index`` is the stack."""
+        _io.write_text(self.directory / STACK, json.dumps(index, indent=2))
+        self._index = index
+
+    def _check_not_applied(self, doing: str) -> None:
+        if self._applied:
+            raise EditApplyError(f"edit stack {self.directory} is applied to a model; revert it before {doing}")
+
     def __len__(self) -> int:
         return len(self._index["members"])
 
@@ -220,8 +229,7 @@ class EditStack:
         final, member = self._save_member(result, name)
         index = {**self._index, "base_model": self.base_model or result.base_model,
                  "members": [*self._index["members"], member]}
-        _io.write_text(self.directory / STACK, json.dumps(index, indent=2))
-        self._index = index
+        self._write_index(index)
         if self._loaded is not None:
             self._loaded.append(EditResult.load(final))
         log.info("edit stack %s: added member %d (%s)", self.directory, n, name)
@@ -252,8 +260,7 @@ class EditStack:
         before."""
         from .compute import compute_edits
 
-        if self._applied:
-            raise EditApplyError(f"edit stack {self.directory} is applied to a model; revert it before consolidating")
+        self._check_not_applied("consolidating")
         members = self.members()
         if not members:
             raise EditFormatError(f"edit stack {self.directory} is empty: nothing to consolidate")
@@ -275,8 +282,7 @@ class EditStack:
         final, member = self._save_member(result, name)
         member["consolidates"] = len(old)
         index = {**self._index, "members": [member]}
-        _io.write_text(self.directory / STACK, json.dumps(index, indent=2))  # the old members stop counting here
-        self._index = index
+        self._write_index(index)  # the old members stop counting here
         for m in old:
             if m["dir"] != name:
                 shutil.rmtree(self.directory / m["dir"], ignore_errors=True)
@@ -289,12 +295,10 @@ class EditStack:
         """Remove the last member (the stack must not be applied to a model); returns its entry."""
         if not self._index["members"]:
             raise EditFormatError(f"edit stack {self.directory} is empty: nothing to pop")
-        if self._applied:
-            raise EditApplyError(f"edit stack {self.directory} is applied to a model; revert it before popping")
+        self._check_not_applied("popping")
         last = self._index["members"][-1]
         index = {**self._index, "members": self._index["members"][:-1]}
-        _io.write_text(self.directory / STACK, json.dumps(index, indent=2))  # the member stops counting here
-        self._index = index
+        self._write_index(index)  # the member stops counting here
         shutil.rmtree(self.directory / last["dir"], ignore_errors=True)
         if self._loaded is not None:
             self._loaded = self._loaded[:-1]
