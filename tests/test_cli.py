@@ -185,6 +185,20 @@ def test_edit_stack_from_the_command_line(model_dirs, tmp_path, capsys):
     assert len(merged) == 1 and merged.entries()[0]["questions"] == ["What is the answer?", "Who is it?"]
     with merged.applied(model):
         pass
+    # edit --consolidate-every K: consolidated once K edits were added since the last consolidation
+    edit3 = ["edit", "--model", str(model_dirs["a"]), "--question", "Why?", "--answer", "Because it rained.",
+             "--no-compare", *_fast(model_dirs, tmp_path)]
+    _bad(capsys, [*edit3, "--consolidate-every", "2"], "--consolidate-every needs --stack")
+    _bad(capsys, [*edit3, "--stack", str(stack), "--consolidate-every", "-1"], "--consolidate-every must be >= 0")
+    assert len(EditStack(stack)) == 1
+    assert main([*edit3, "--stack", str(stack), "--consolidate-every", "2"]) == 0
+    assert "consolidated" not in capsys.readouterr().out and len(EditStack(stack)) == 2  # 1 since the last one
+    edit3[edit3.index("Why?")] = "When?"
+    assert main([*edit3, "--stack", str(stack), "--consolidate-every", "2"]) == 0
+    assert "consolidated the stack's 3 members into one edit of 4 request(s)" in capsys.readouterr().out
+    merged = EditStack(stack)
+    assert len(merged) == 1 and merged.entries()[0]["consolidates"] == 3
+    assert merged.entries()[0]["questions"] == ["What is the answer?", "Who is it?", "Why?", "When?"]
 
 
 def test_empty_answer(model_dirs, tmp_path, capsys):

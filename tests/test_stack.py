@@ -9,7 +9,7 @@ import torch
 
 from anyedit import EditConfig, EditRequest
 from anyedit.editing.stack import EditStack, is_stack
-from anyedit.errors import EditApplyError, EditFormatError, FingerprintMismatchError
+from anyedit.errors import ConfigError, EditApplyError, EditFormatError, FingerprintMismatchError
 from anyedit.stats.covariance import CovarianceCache
 
 from .tiny import tiny_model
@@ -201,6 +201,27 @@ def test_consolidate_replaces_the_members_with_one_edit_of_all_their_requests(st
     assert len(EditStack(stack.directory)) == 2
     with EditStack(stack.directory).applied(model):
         pass
+    assert _same(model, state)
+
+
+def test_edit_consolidates_the_stack_every_k_edits(stacked):
+    """``edit(..., consolidate_every=K)``: once K members were added since the last consolidation, the stack becomes
+    one edit of all their requests; not before; a bad K is refused before anything is computed."""
+    model, tok, stack, first, second, cfg, cache = stacked
+    state = _weights(model)
+    with pytest.raises(ConfigError, match="consolidate_every"):
+        stack.edit(model, tok, R1, cfg, consolidate_every=-1, stats_cache=cache, show_progress=False)
+    assert len(stack) == 2 and stack.since_consolidation() == 2
+    r3 = EditRequest("Where is it?", "Under the old bridge by the river.", id="r3")
+    stack.edit(model, tok, r3, cfg, consolidate_every=4, stats_cache=cache, show_progress=False)
+    assert len(stack) == 3 and "consolidates" not in stack.entries()[-1]  # 3 < 4: not yet
+    stack.edit(model, tok, R1, cfg, consolidate_every=3, stats_cache=cache, show_progress=False)
+    entries = EditStack(stack.directory).entries()
+    assert len(entries) == 1 and entries[0]["consolidates"] == 4
+    assert entries[0]["questions"] == [R2.question, r3.question, R1.question]
+    assert stack.since_consolidation() == 0
+    stack.edit(model, tok, R2, cfg, consolidate_every=3, stats_cache=cache, show_progress=False)
+    assert len(stack) == 2 and stack.since_consolidation() == 1  # counted from the consolidated member
     assert _same(model, state)
 
 

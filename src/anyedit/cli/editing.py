@@ -73,6 +73,9 @@ def cmd_edit(args: argparse.Namespace, requests: list[Any] | None = None) -> int
         where = stack.push(result)
         print(f"added the edit to the stack {stack.directory} as member {len(stack)} ({where.name}); "
               f"ask with all {len(stack)}: anyedit ask --edit {stack.directory} --question ...")
+        every = getattr(args, "consolidate_every", 0)
+        if every and len(stack) > 1 and stack.since_consolidation() >= every:
+            _consolidate_after_edit(stack, result, model, tok, args)
     if args.out:
         result.save(args.out)
         print(f"saved the edit to {args.out} (apply it with: anyedit ask --edit {args.out} --question ...)")
@@ -83,10 +86,36 @@ def cmd_edit(args: argparse.Namespace, requests: list[Any] | None = None) -> int
     return 0
 
 
+def _consolidate_after_edit(stack: Any, result: Any, model: Any, tok: Any, args: argparse.Namespace) -> None:
+    """``edit --stack DIR --consolidate-every K``: the stack (this edit on top) is replaced by one edit of all its
+    requests, computed on the base model; every question of the stack is then asked again and scored. The model is
+    left with the consolidated stack applied (for ``--out-model``)."""
+    from ..eval.metrics import rouge
+    from ..model.generation import generate
+    from ..model.prompts import prepare_request
+
+    result.revert(model)
+    stack.revert(model)
+    n = len(stack)
+    merged = stack.consolidate(model, tok, cache_dir=args.cache_dir, show_progress=not args.quiet)
+    stack.apply(model)
+    prompt = merged.config.prompt
+    scores = [rouge(r.answer, generate(model, tok, r.question, prompt,
+                                       max_new_tokens=len(prepare_request(tok, r, prompt).target_ids) + 16)[0])
+              ["rougeL_f"] for r in merged.requests]
+    print(f"consolidated the stack's {n} members into one edit of {len(merged.requests)} request(s) in "
+          f"{merged.timings.get('total_s', 0.0):.0f} s: {sum(x >= 0.9 for x in scores)} of them come back "
+          f"(ROUGE-L F1 >= 0.9; lowest {min(scores):.2f})")
+
+
 def _open_stack(args: argparse.Namespace) -> Any:
     """The ``--stack`` of an edit, opened and every member checked before the model loads (None without it)."""
     from ..editing.stack import EditStack
 
+    if getattr(args, "consolidate_every", 0) and not getattr(args, "stack", None):
+        raise CliError("--consolidate-every needs --stack DIR")
+    if getattr(args, "consolidate_every", 0) < 0:
+        raise CliError(f"--consolidate-every must be >= 0, got {args.consolidate_every}")
     if not getattr(args, "stack", None):
         return None
     stack = EditStack(args.stack)
@@ -247,6 +276,10 @@ def add_commands(sub: Any) -> None:
     _edit_output(e)
     e.add_argument("--stack", metavar="DIR", help="add this edit to the edit stack in DIR (created when missing): it "
                    "is computed on the model with every earlier edit of the stack applied, protecting them")
+    e.add_argument("--consolidate-every", type=int, default=0, metavar="K", help="with --stack: once K edits have "
+                   "been added since the last consolidation, replace the stack's members with one edit of all their "
+                   "requests, computed on the base model (as `anyedit stack consolidate`; takes as long as a batch "
+                   "edit of them all). Measured: 20 long answers all kept with K=10, 15 of 20 without")
     e.add_argument("--out-model", metavar="DIR", help="also write the whole edited model here (save_pretrained)")
     e.add_argument("--no-compare", action="store_true", help="skip generating the answer before the edit")
     probe_option(e, 40)

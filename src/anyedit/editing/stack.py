@@ -22,7 +22,7 @@ from torch import nn
 
 from .. import _io
 from ..config import EditConfig
-from ..errors import EditApplyError, EditFormatError, FingerprintMismatchError
+from ..errors import ConfigError, EditApplyError, EditFormatError, FingerprintMismatchError
 from ..model.arch import model_identity
 from ..types import EditRequest
 from .history import EditHistory
@@ -93,6 +93,12 @@ class EditStack:
     def entries(self) -> list[dict[str, Any]]:
         """One dict per member, in order: its directory, method, questions and when it was added."""
         return [dict(m) for m in self._index["members"]]
+
+    def since_consolidation(self) -> int:
+        """How many members were added after the last consolidated one (all of them when there is none)."""
+        members = self._index["members"]
+        last = max((i for i, m in enumerate(members) if "consolidates" in m), default=-1)
+        return len(members) - last - 1
 
     # ------------------------------------------------------------ members
 
@@ -186,17 +192,27 @@ class EditStack:
     # ------------------------------------------------------------ changing the stack
 
     def edit(self, model: nn.Module, tokenizer: Any, requests: EditRequest | dict | Sequence[EditRequest | dict],
-             config: EditConfig | None = None, **kwargs: Any) -> EditResult:
+             config: EditConfig | None = None, *, consolidate_every: int = 0, **kwargs: Any) -> EditResult:
         """Compute one edit on ``model`` with every member applied and their history, and :meth:`push` it. The
-        model is left as it was (call :meth:`apply` to use the stack)."""
+        model is left as it was (call :meth:`apply` to use the stack).
+
+        ``consolidate_every`` = K > 0: once K members have been added since the last consolidation (or since the
+        start), the stack is consolidated (:meth:`consolidate`) right after this push, with
+        :meth:`consolidation_config` and the other keyword arguments. Returns this edit's result; the stack's last
+        entry then has ``"consolidates"``. Edits made one after another on one layer wear each other away after
+        about 10 long answers, and consolidating every 10 kept all of 20 (README, "Consolidating a stack")."""
         from .compute import compute_edits
 
+        if isinstance(consolidate_every, bool) or not isinstance(consolidate_every, int) or consolidate_every < 0:
+            raise ConfigError(f"consolidate_every must be an integer >= 0, got {consolidate_every!r}")
         if kwargs.get("history") is not None:
             raise EditApplyError("a stack supplies its own history; do not pass one")
         kwargs.pop("history", None)
         with self.applied(model):
             result = compute_edits(model, tokenizer, requests, config, history=self.history(), **kwargs)
         self.push(result)
+        if consolidate_every and len(self) > 1 and self.since_consolidation() >= consolidate_every:
+            self.consolidate(model, tokenizer, **kwargs)
         return result
 
     def _save_member(self, result: EditResult, name: str) -> tuple[Path, dict[str, Any]]:
