@@ -5,7 +5,9 @@ import json
 import pytest
 import torch
 
+from anyedit.eval import locality
 from anyedit.eval.locality import Fact, FactualProbe, LocalityProbe, builtin_facts
+from anyedit.model.prompts import encode_prompt
 from anyedit.stats.preserve import builtin_prompts
 
 
@@ -65,7 +67,7 @@ def test_factual_probes_are_many_short_questions_no_edit_is_told_to_keep():
     assert Fact("q", ("Paris",)).is_right("the city of paris") and not Fact("q", ("Paris",)).is_right("Parisian")
 
 
-def test_factual_probe_counts_the_known_answers_an_edit_loses(llama):
+def test_factual_probe_counts_the_known_answers_an_edit_loses(llama, monkeypatch):
     """Only questions the recorded model answers right count; a damaged model that answers them otherwise loses
     them, and the report names them."""
     model, tok = llama
@@ -76,6 +78,15 @@ def test_factual_probe_counts_the_known_answers_an_edit_loses(llama):
     probe = FactualProbe(model, tok, facts=[Fact(q, (w,)) for q, w in zip(questions, words)], max_new_tokens=6)
     rep = probe.compare(model)
     assert (rep.n_probes, rep.known, rep.kept, rep.lost) == (3, 3, 3, [])
+    # the decision margin: never negative, and at most the gap at the answer's first token (the smallest over the
+    # answer up to the right word), computed here from the prompt alone
+    assert len(probe.margins) == 3 and all(m >= 0 for m in probe.margins)
+    with torch.no_grad():
+        for q, m in zip(questions, probe.margins):
+            ids = torch.tensor([encode_prompt(tok, q, probe.prompt_cfg)[0]])
+            top = torch.log_softmax(model(input_ids=ids).logits[0, -1].float(), -1).topk(2).values
+            assert m <= float(top[0] - top[1]) + 1e-5
+    monkeypatch.setattr(locality, "FRAGILE_MARGIN", float("inf"))  # every known fact counts as a near-tie
     with torch.no_grad():
         w = model.model.layers[1].mlp.down_proj.weight
         saved = w.clone()
@@ -87,3 +98,5 @@ def test_factual_probe_counts_the_known_answers_an_edit_loses(llama):
             w.copy_(saved)
     assert rep.kept < 3 and len(rep.lost) == 3 - rep.kept and rep.to_dict()["all_kept"] == 0
     assert rep.to_dict()["kept_fraction"] == rep.kept / 3
+    assert rep.fragile == 3 and rep.lost_fragile == len(rep.lost)
+    assert all("(unedited margin " in x for x in rep.lost) and "near-ties" in rep.summary()

@@ -13,7 +13,11 @@ teacher-forced NLL. :meth:`LocalityProbe.compare` then reports on the edited mod
 
 A :class:`FactualProbe` asks short questions with one right answer (the built-in ``factual_probes.json``:
 capitals, arithmetic, dates, units, authors; none of them a preservation prompt) and reports how many of those the
-unedited model answers right are still answered right after the edit (:class:`FactualReport`).
+unedited model answers right are still answered right after the edit (:class:`FactualReport`). For each, it also
+records the unedited model's *decision margin*: the smallest gap between the two most likely next tokens
+(log-probabilities) along its greedy answer, up to the token that completes the right answer. A fact answered
+right by a near-tie (below :data:`FRAGILE_MARGIN`) can be flipped by any change to the model, however small; the
+report says how many of the known and of the lost facts were such near-ties.
 """
 
 from __future__ import annotations
@@ -137,12 +141,17 @@ def builtin_facts() -> list[Fact]:
     return [Fact(d["question"], tuple(d["answers"])) for d in data["probes"]]
 
 
+FRAGILE_MARGIN = 0.1  # nats: a known fact whose decision margin is below this is a near-tie
+
+
 @dataclass
 class FactualReport:
     n_probes: int  # questions asked
     known: int  # answered right by the unedited model: the ones that count
     kept: int  # of those, still answered right
-    lost: list[str] = field(default_factory=list)  # "question -> the answer now"
+    lost: list[str] = field(default_factory=list)  # "question -> the answer now (unedited margin m)"
+    fragile: int = 0  # of the known, answered right by a near-tie (decision margin < FRAGILE_MARGIN)
+    lost_fragile: int = 0  # of the lost, near-ties
 
     def to_dict(self) -> dict[str, Any]:
         """The report, with ``kept_fraction`` (kept / known; 1 when none is known) and ``all_kept`` (1 or 0)."""
@@ -151,8 +160,11 @@ class FactualReport:
 
     def summary(self) -> str:
         line = (f"factual probes: {self.kept}/{self.known} still answered right (of {self.n_probes} asked, the "
-                f"unedited model answers {self.known} right)")
-        return line + "".join(f"\n  lost: {x}" for x in self.lost)
+                f"unedited model answers {self.known} right, {self.fragile} of them by a near-tie, a margin under "
+                f"{FRAGILE_MARGIN} nats")
+        if self.lost:
+            line += f"; {self.lost_fragile} of the {len(self.lost)} lost were near-ties"
+        return line + ")" + "".join(f"\n  lost: {x}" for x in self.lost)
 
 
 class FactualProbe:
@@ -163,16 +175,35 @@ class FactualProbe:
         self.tokenizer, self.prompt_cfg = tokenizer, prompt or PromptConfig()
         self.facts = list(facts) if facts is not None else builtin_facts()
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
-        answers = self._answers(model, self.facts)
-        self.known = [f for f, a in zip(self.facts, answers) if f.is_right(a)]
+        encoded = [encode_prompt(tokenizer, f.question, self.prompt_cfg)[0] for f in self.facts]
+        ids = generate_ids(model, tokenizer, encoded, self.prompt_cfg, max_new_tokens,
+                           batch_size=batch_size) if encoded else []
+        right = [f.is_right(tokenizer.decode(a, skip_special_tokens=True)) for f, a in zip(self.facts, ids)]
+        self.known = [f for f, r in zip(self.facts, right) if r]
+        #: per known fact, the unedited model's decision margin (nats)
+        self.margins = [self._margin(model, f, e, a) for f, e, a, r in zip(self.facts, encoded, ids, right) if r]
 
     def _answers(self, model: nn.Module, facts: Sequence[Fact]) -> list[str]:
         return generate(model, self.tokenizer, [f.question for f in facts], self.prompt_cfg, self.max_new_tokens,
                         batch_size=self.batch_size) if facts else []
 
+    @torch.no_grad()
+    def _margin(self, model: nn.Module, fact: Fact, encoded: Sequence[int], answer: Sequence[int]) -> float:
+        """The smallest top-1 minus top-2 log-probability along ``answer`` (greedy), up to the token that completes
+        the right answer."""
+        k = next(k for k in range(1, len(answer) + 1)
+                 if fact.is_right(self.tokenizer.decode(answer[:k], skip_special_tokens=True)))
+        ids = torch.tensor([[*encoded, *answer[:k]]], device=input_device(model))
+        logp = torch.log_softmax(model(input_ids=ids).logits[0, len(encoded) - 1: len(encoded) - 1 + k].float(), -1)
+        top = logp.topk(2, dim=-1).values
+        return float((top[:, 0] - top[:, 1]).min())
+
     def compare(self, model: nn.Module) -> FactualReport:
         """Ask ``model`` (normally the edited one) the questions the recorded model answered right."""
         answers = self._answers(model, self.known)
-        lost = [f"{f.question} -> {a.strip()[:80]!r}" for f, a in zip(self.known, answers) if not f.is_right(a)]
+        lost = [(f, a, m) for f, a, m in zip(self.known, answers, self.margins) if not f.is_right(a)]
         return FactualReport(n_probes=len(self.facts), known=len(self.known), kept=len(self.known) - len(lost),
-                             lost=lost)
+                             lost=[f"{f.question} -> {a.strip()[:80]!r} (unedited margin {m:.2f})"
+                                   for f, a, m in lost],
+                             fragile=sum(m < FRAGILE_MARGIN for m in self.margins),
+                             lost_fragile=sum(m < FRAGILE_MARGIN for _, _, m in lost))
