@@ -12,7 +12,8 @@ chunk reproduced is counted apart: "+check"), Adam steps per chunk (mean / max, 
 (`prepare_statistics`: zero on a warm cache), value search and update per round, the edit's total in seconds and in
 units; then what the edit must keep: ROUGE-L F1 (rouge-score) of the greedy answer against the new answer, probe
 tokens kept and NLL change on the built-in probe prompts, whether "What is the capital of France?" still
-mentions Paris, how many of the built-in factual probes the unedited model answers right still are, and how far the
+mentions Paris, how many of the built-in factual probes the unedited model answers right still are (also among the
+"firm" ones it answers by a margin of at least 0.1 nats, not by a near-tie), and how far the
 edit moved the weights it changed (||change||_F / ||weights||_F over its matrices).
 Records: ``demo`` (anyedit demo's answer) and those of benchmarks/edit_quality.py.
 """
@@ -130,7 +131,7 @@ def main() -> None:
               f"{secs:.0f} | {secs / unit:.0f} | {row['rougeL_f']:.2f} | "
               f"{'-' if loc is None else f'{loc.token_agreement:.3f}'} | "
               f"{'-' if loc is None else f'{loc.nll_change:+.3f}'} | {'yes' if paris else 'no'} | "
-              f"{fact_rep.kept}/{fact_rep.known} | {moved:.3f} |", flush=True)
+              f"{fact_rep.cell()} | {moved:.3f} |", flush=True)
         for lost in fact_rep.lost:
             print(f"  fact lost: {lost}", flush=True)
         if args.out:

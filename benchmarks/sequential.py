@@ -12,7 +12,9 @@ they were written at, the texts they were made on), which the method protects; r
 question is asked. Batch: all N in one ``compute_edits`` call. At the end, every question is asked again (greedy)
 and scored with ROUGE-L F1 against its new answer (reproduced: >= 0.9); locality is measured against the
 *unedited* model on the built-in probe prompts; "Paris": "What is the capital of France?" still says Paris; "facts
-kept": of the built-in factual probes the unedited model answers right, how many still are (the lost ones are listed).
+kept": of the built-in factual probes the unedited model answers right, how many still are (the lost ones are listed
+with their unedited decision margin); "firm": the same among those it answers by a margin of at least 0.1 nats (the
+others are near-ties any small change can tip; ``anyedit.eval.locality.FactualReport``).
 
 ``--stack DIR`` keeps the sequential stack in DIR instead of a temporary directory; a run that stopped resumes
 there (the edits already in it are not recomputed: their questions must be the first ones of the run, and "right
@@ -60,7 +62,7 @@ def _checkpoint(model, tok, done, cfg, probe, facts, secs: float, stack) -> None
     kept = f"{rep.token_agreement:.3f}, NLL {rep.nll_change:+.3f}" if rep else "–"
     print(f"  after {len(done)}: reproduced {sum(x >= 0.9 for x in scores)}/{len(done)}, mean R-L "
           f"{sum(scores) / len(scores):.2f}; probe tokens kept {kept}; Paris {'yes' if paris else 'no'}; facts "
-          f"{fact_rep.kept}/{fact_rep.known}; weights moved {relative_change(model, stack.history().applied):.3f}; "
+          f"{fact_rep.cell()}; weights moved {relative_change(model, stack.history().applied):.3f}; "
           f"{secs:.0f} s; not reproduced: "
           f"{[i for i, x in enumerate(scores, 1) if x < 0.9]}", flush=True)
 
@@ -157,7 +159,7 @@ def main() -> None:
         nll = f"{rep.nll_change:+.3f}" if rep else "–"
         print(f"| {len(requests)} | {mode} | {method} | {after} | {sum(x >= 0.9 for x in end)}/{len(requests)} | "
               f"{sum(end) / len(end):.2f} | {kept} | {nll} | {'yes' if paris else 'no'} | "
-              f"{fact_rep.kept}/{fact_rep.known} | {secs:.0f} ({secs / unit:.0f}) |", flush=True)
+              f"{fact_rep.cell()} | {secs:.0f} ({secs / unit:.0f}) |", flush=True)
         print(f"  weights moved by all edits together: {moved:.3f} of their norm", flush=True)
         for lost in fact_rep.lost:
             print(f"  fact lost: {lost}", flush=True)

@@ -99,4 +99,9 @@ def test_factual_probe_counts_the_known_answers_an_edit_loses(llama, monkeypatch
     assert rep.kept < 3 and len(rep.lost) == 3 - rep.kept and rep.to_dict()["all_kept"] == 0
     assert rep.to_dict()["kept_fraction"] == rep.kept / 3
     assert rep.fragile == 3 and rep.lost_fragile == len(rep.lost)
+    assert rep.firm == (0, 0) and rep.cell() == f"{rep.kept}/3 (firm 0/0)"
     assert all("(unedited margin " in x for x in rep.lost) and "near-ties" in rep.summary()
+    # 4 known, 1 of them a near-tie; 2 lost, 1 of them that near-tie: 2 of the 3 firm ones kept
+    rep = locality.FactualReport(n_probes=5, known=4, kept=2, lost=["a", "b"], fragile=1, lost_fragile=1)
+    assert rep.firm == (2, 3) and rep.cell() == "2/4 (firm 2/3)"
+    assert (rep.to_dict()["firm_kept"], rep.to_dict()["firm_known"]) == (2, 3)

@@ -153,10 +153,22 @@ class FactualReport:
     fragile: int = 0  # of the known, answered right by a near-tie (decision margin < FRAGILE_MARGIN)
     lost_fragile: int = 0  # of the lost, near-ties
 
+    @property
+    def firm(self) -> tuple[int, int]:
+        """(kept, known) among the facts the unedited model answers by a margin of at least FRAGILE_MARGIN: the
+        ones an edit can only lose by changing them, not by tipping a near-tie."""
+        known = self.known - self.fragile
+        return known - (len(self.lost) - self.lost_fragile), known
+
+    def cell(self) -> str:
+        """For a table: ``kept/known (firm kept/known)``."""
+        return f"{self.kept}/{self.known} (firm {self.firm[0]}/{self.firm[1]})"
+
     def to_dict(self) -> dict[str, Any]:
-        """The report, with ``kept_fraction`` (kept / known; 1 when none is known) and ``all_kept`` (1 or 0)."""
+        """The report, with ``kept_fraction`` (kept / known; 1 when none is known), ``all_kept`` (1 or 0) and the
+        firm facts' counts (``firm_kept``, ``firm_known``)."""
         return {**asdict(self), "kept_fraction": self.kept / self.known if self.known else 1.0,
-                "all_kept": int(self.kept == self.known)}
+                "all_kept": int(self.kept == self.known), "firm_kept": self.firm[0], "firm_known": self.firm[1]}
 
     def summary(self) -> str:
         line = (f"factual probes: {self.kept}/{self.known} still answered right (of {self.n_probes} asked, the "
