@@ -102,7 +102,7 @@ def main() -> None:
                                     "wordings": {name: {"chunks": [c.to_dict() for c in carry], "rouge": r}
                                                  for name, carry, r in rows},
                                     "changed_probes": changed, "facts": fact_rep.to_dict(),
-                                    "locality": loc.to_dict()}) + "\n")
+                                    "locality": loc.to_dict(), "edit_s": res.timings["total_s"]}) + "\n")
     print()
     print("\n".join(locality_lines))
     print()
