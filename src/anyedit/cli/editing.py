@@ -73,8 +73,7 @@ def cmd_edit(args: argparse.Namespace, requests: list[Any] | None = None) -> int
         where = stack.push(result)
         print(f"added the edit to the stack {stack.directory} as member {len(stack)} ({where.name}); "
               f"ask with all {len(stack)}: anyedit ask --edit {stack.directory} --question ...")
-        every = getattr(args, "consolidate_every", 0)
-        if every and len(stack) > 1 and stack.since_consolidation() >= every:
+        if stack.consolidation_due(getattr(args, "consolidate_every", 0)):
             _consolidate_after_edit(stack, result, model, tok, args)
     if args.out:
         result.save(args.out)

@@ -100,6 +100,10 @@ class EditStack:
         last = max((i for i, m in enumerate(members) if "consolidates" in m), default=-1)
         return len(members) - last - 1
 
+    def consolidation_due(self, every: int) -> bool:
+        """Whether ``every`` > 0 members were added since the last consolidation (and there is more than one)."""
+        return every > 0 and len(self) > 1 and self.since_consolidation() >= every
+
     # ------------------------------------------------------------ members
 
     def members(self) -> list[EditResult]:
@@ -211,7 +215,7 @@ class EditStack:
         with self.applied(model):
             result = compute_edits(model, tokenizer, requests, config, history=self.history(), **kwargs)
         self.push(result)
-        if consolidate_every and len(self) > 1 and self.since_consolidation() >= consolidate_every:
+        if self.consolidation_due(consolidate_every):
             self.consolidate(model, tokenizer, **kwargs)
         return result
 
