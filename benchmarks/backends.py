@@ -24,8 +24,8 @@ from edit_quality import load_records  # noqa: E402  (same directory)
 
 import anyedit
 from anyedit.editing.values import ValueCache
-from anyedit.eval.locality import LocalityProbe
-from anyedit.model.generation import generate
+from anyedit.eval.locality import LocalityProbe, says_paris
+from anyedit.eval.scoring import reproduction
 from anyedit.model.prompts import prepare_request
 from anyedit.stats.preserve import builtin_prompts
 
@@ -40,9 +40,6 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="KEY=VALUE config override for every method")
     args = ap.parse_args()
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
-    from rouge_score import rouge_scorer
-
-    rouge = rouge_scorer.RougeScorer(["rougeL"])
     model, tok = anyedit.load_model()
     probe = LocalityProbe(model, tok, prompts=builtin_prompts("probe")[: args.probes], max_new_tokens=32)
     records = load_records(args.records, Path(args.data))
@@ -65,10 +62,9 @@ def main() -> None:
                 res = anyedit.compute_edits(model, tok, req, cfg, show_progress=False, value_cache=values)
                 secs = time.perf_counter() - t
                 with res.applied(model):
-                    ans = generate(model, tok, req.question, cfg.prompt, max_new_tokens=n + 16)[0]
+                    (_, r), = reproduction(model, tok, [req], cfg.prompt)
                     loc = probe.compare(model)
-                    paris = "Paris" in generate(model, tok, "What is the capital of France?", cfg.prompt, 20)[0]
-                r = rouge.score(req.answer, ans)["rougeL"].fmeasure
+                    paris = says_paris(model, tok, cfg.prompt)
                 scores.append(r)
                 print(f"| {method} | {mode} | {req.id} | {n} | {r:.2f} | {loc.token_agreement:.3f} | "
                       f"{'yes' if paris else 'no'} | {secs:.0f} |", flush=True)

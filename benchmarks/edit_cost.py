@@ -31,9 +31,8 @@ from pathlib import Path
 import torch
 
 import anyedit
-from anyedit.eval.locality import FactualProbe, LocalityProbe
-from anyedit.eval.metrics import rouge
-from anyedit.model.generation import generate
+from anyedit.eval.locality import FactualProbe, LocalityProbe, says_paris
+from anyedit.eval.scoring import reproduction
 from anyedit.model.prompts import prepare_request
 from anyedit.model.weights import relative_change
 from anyedit.stats.preserve import builtin_prompts
@@ -107,9 +106,9 @@ def main() -> None:
         res = anyedit.compute_edits(model, tok, req, cfg, show_progress=False)
         secs = res.timings["total_s"]
         with res.applied(model):
-            answer = generate(model, tok, req.question, cfg.prompt, max_new_tokens=n + 16)[0]
+            (_, rouge_l), = reproduction(model, tok, [req], cfg.prompt)
             loc = probe.compare(model) if probe is not None else None
-            paris = "Paris" in generate(model, tok, "What is the capital of France?", cfg.prompt, 20)[0]
+            paris = says_paris(model, tok, cfg.prompt)
             fact_rep = facts.compare(model)
             moved = relative_change(model, res.deltas)
         steps = [s for s in _per_round(res, "chunk_steps") if s]
@@ -119,7 +118,7 @@ def main() -> None:
                "rounds": len(res.diagnostics.get("rounds", [])), "final_check": check is not None,
                "steps": steps, "value_search_s": searches, "update_s": _per_round(res, "update_s"),
                "statistics_s": res.timings.get("statistics_s", 0.0), "edit_s": secs, "unit_s": unit,
-               "edit_units": secs / unit, "rougeL_f": rouge(req.answer, answer)["rougeL_f"],
+               "edit_units": secs / unit, "rougeL_f": rouge_l,
                "probe_tokens_kept": loc.token_agreement if loc else None, "probe_nll_change": loc.nll_change
                if loc else None, "paris": paris, "facts": fact_rep.to_dict(),
                "realised_fraction": _per_round(res, "realised_fraction"),

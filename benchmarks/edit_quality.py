@@ -24,7 +24,8 @@ from typing import Any
 
 import anyedit
 from anyedit.cli.options import parse_set
-from anyedit.eval.locality import LocalityProbe
+from anyedit.eval.locality import LocalityProbe, says_paris
+from anyedit.eval.scoring import ANSWER_SLACK
 from anyedit.model.generation import generate
 from anyedit.model.prompts import prepare_request
 
@@ -89,9 +90,9 @@ def main() -> None:
             print(f"{req.id}: also edited {res.diagnostics['phrasings'][0]}", file=sys.stderr, flush=True)
         with res.applied(model):
             qs = [req.question] + ([req.extra["paraphrase"]] if "paraphrase" in req.extra else [])
-            answers = generate(model, tok, qs, cfg.prompt, max_new_tokens=n + 16)
+            answers = generate(model, tok, qs, cfg.prompt, max_new_tokens=n + ANSWER_SLACK)
             loc = probe.compare(model)
-            paris = "Paris" in generate(model, tok, "What is the capital of France?", cfg.prompt, 20)[0]
+            paris = says_paris(model, tok, cfg.prompt)
         r_q = rl(req.answer, answers[0])
         r_p = rl(req.answer, answers[1]) if len(answers) > 1 else None
         rows.append((r_q, r_p, loc.token_agreement, loc.exact, loc.nll_change, paris, secs))

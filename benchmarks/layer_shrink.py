@@ -16,9 +16,8 @@ import argparse
 import torch
 
 import anyedit
-from anyedit.eval.locality import FactualProbe, LocalityProbe
+from anyedit.eval.locality import FactualProbe, LocalityProbe, says_paris
 from anyedit.model.arch import get_spec
-from anyedit.model.generation import generate
 from anyedit.stats.preserve import builtin_prompts
 
 
@@ -42,7 +41,7 @@ def main() -> None:
                 for p, p0 in zip(mats, original):
                     p.copy_(p0 * (1 - s))
             rep, fact_rep = probe.compare(model), facts.compare(model)
-            paris = "Paris" in generate(model, tok, "What is the capital of France?", None, 20)[0]
+            paris = says_paris(model, tok)
             print(f"| 1 - {s:g} | {rep.token_agreement:.3f} | {rep.nll_change:+.4f} | {'yes' if paris else 'no'} | "
                   f"{fact_rep.kept}/{fact_rep.known} |", flush=True)
     finally:

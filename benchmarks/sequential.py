@@ -35,10 +35,8 @@ from pathlib import Path
 import anyedit
 from anyedit.cli.options import parse_set
 from anyedit.eval.datasets import load_dataset
-from anyedit.eval.locality import FactualProbe, LocalityProbe
-from anyedit.eval.metrics import rouge
-from anyedit.model.generation import generate
-from anyedit.model.prompts import prepare_request
+from anyedit.eval.locality import FactualProbe, LocalityProbe, says_paris
+from anyedit.eval.scoring import REPRODUCED, reproduction
 from anyedit.model.weights import relative_change
 from anyedit.stats.preserve import builtin_prompts
 
@@ -48,23 +46,22 @@ from edit_cost import machine_unit
 FILES = {"mq": "mquake_cf_dev.json", "uk": "unkebench_dev.json"}
 
 
-def _answer(model, tok, req, prompt) -> float:
-    n = len(prepare_request(tok, req, prompt).target_ids)
-    return rouge(req.answer, generate(model, tok, req.question, prompt, max_new_tokens=n + 16)[0])["rougeL_f"]
+def _scores(model, tok, requests, prompt) -> list[float]:
+    return [f for _, f in reproduction(model, tok, requests, prompt)]
 
 
 def _checkpoint(model, tok, done, cfg, probe, facts, secs: float, stack) -> None:
     """Score every edit made so far (the stack applied) and print one line."""
-    scores = [_answer(model, tok, r, cfg.prompt) for r in done]
+    scores = _scores(model, tok, done, cfg.prompt)
     rep = probe.compare(model) if probe is not None else None
-    paris = "Paris" in generate(model, tok, "What is the capital of France?", cfg.prompt, 20)[0]
+    paris = says_paris(model, tok, cfg.prompt)
     fact_rep = facts.compare(model)
     kept = f"{rep.token_agreement:.3f}, NLL {rep.nll_change:+.3f}" if rep else "–"
-    print(f"  after {len(done)}: reproduced {sum(x >= 0.9 for x in scores)}/{len(done)}, mean R-L "
+    print(f"  after {len(done)}: reproduced {sum(x >= REPRODUCED for x in scores)}/{len(done)}, mean R-L "
           f"{sum(scores) / len(scores):.2f}; probe tokens kept {kept}; Paris {'yes' if paris else 'no'}; facts "
           f"{fact_rep.cell()}; weights moved {relative_change(model, stack.history().applied):.3f}; "
           f"{secs:.0f} s; not reproduced: "
-          f"{[i for i, x in enumerate(scores, 1) if x < 0.9]}", flush=True)
+          f"{[i for i, x in enumerate(scores, 1) if x < REPRODUCED]}", flush=True)
 
 
 def main() -> None:
@@ -125,7 +122,7 @@ def main() -> None:
                     this = cfg.with_overrides({"layers": [cycle[(i - 1) % len(cycle)]]}) if cycle else cfg
                     res = stack.edit(model, tok, req, this, show_progress=False)
                     with stack.applied(model):
-                        right_after.append(_answer(model, tok, req, cfg.prompt))
+                        right_after += _scores(model, tok, [req], cfg.prompt)
                         moved = relative_change(model, res.deltas)
                     rounds = res.diagnostics.get("rounds", [])
                     what = "; ".join(f"{k} {[r.get(k) for r in rounds]}" for k in
@@ -148,16 +145,17 @@ def main() -> None:
                             _checkpoint(model, tok, requests[:i], cfg, probe, facts, time.perf_counter() - t, stack)
             secs = time.perf_counter() - t
             with stack.applied(model):
-                end = [_answer(model, tok, r, cfg.prompt) for r in requests]
+                end = _scores(model, tok, requests, cfg.prompt)
                 rep = probe.compare(model) if probe is not None else None
-                paris = "Paris" in generate(model, tok, "What is the capital of France?", cfg.prompt, 20)[0]
+                paris = says_paris(model, tok, cfg.prompt)
                 fact_rep = facts.compare(model)
                 moved = relative_change(model, stack.history().applied)
         known = [x for x in right_after if x is not None]
-        after = "–" if args.batch else f"{sum(x >= 0.9 for x in known)}/{len(known)}"
+        after = "–" if args.batch else f"{sum(x >= REPRODUCED for x in known)}/{len(known)}"
         kept = f"{rep.token_agreement:.3f}" if rep else "–"
         nll = f"{rep.nll_change:+.3f}" if rep else "–"
-        print(f"| {len(requests)} | {mode} | {method} | {after} | {sum(x >= 0.9 for x in end)}/{len(requests)} | "
+        back = sum(x >= REPRODUCED for x in end)
+        print(f"| {len(requests)} | {mode} | {method} | {after} | {back}/{len(requests)} | "
               f"{sum(end) / len(end):.2f} | {kept} | {nll} | {'yes' if paris else 'no'} | "
               f"{fact_rep.cell()} | {secs:.0f} ({secs / unit:.0f}) |", flush=True)
         print(f"  weights moved by all edits together: {moved:.3f} of their norm", flush=True)

@@ -412,3 +412,27 @@ def test_processes_sharing_a_run_split_the_records_and_sampling_is_seeded_per_re
     row1 = json.loads((alone / "rows.jsonl").read_text())
     full1 = next(r for r in map(json.loads, (full / "rows.jsonl").read_text().splitlines()) if r["id"] == "1")
     assert (row1["before"], row1["prediction"]) == (full1["before"], full1["prediction"])
+
+
+def test_reproduction_asks_each_question_with_room_beyond_its_answer(llama, monkeypatch):
+    """Each question is asked on its own with the new answer's length plus ANSWER_SLACK tokens, and scored by
+    ROUGE-L F1 against the new answer: the answer itself scores 1, another text below REPRODUCED."""
+    from anyedit.eval import scoring
+    from anyedit.model.prompts import prepare_request
+
+    model, tok = llama
+    cfg = EditConfig()
+    reqs = [EditRequest("Who wrote the poem?", "The poem was written by a quiet lighthouse keeper."),
+            EditRequest("What is the code?", "def f(x): return x + 1")]
+    asked = []
+
+    def fake_generate(m, t, question, prompt, max_new_tokens):
+        asked.append((question, max_new_tokens))
+        return [reqs[0].answer if question == reqs[0].question else "something else entirely"]
+
+    monkeypatch.setattr(scoring, "generate", fake_generate)
+    out = scoring.reproduction(model, tok, reqs, cfg.prompt)
+    assert asked == [(r.question, len(prepare_request(tok, r, cfg.prompt).target_ids) + scoring.ANSWER_SLACK)
+                     for r in reqs]
+    assert out[0] == (reqs[0].answer, 1.0)
+    assert out[1][0] == "something else entirely" and out[1][1] < scoring.REPRODUCED

@@ -74,7 +74,7 @@ def test_factual_probe_counts_the_known_answers_an_edit_loses(llama, monkeypatch
     questions = ["What is the answer?", "Write a poem about rain.", "Who are you?"]
     probe = FactualProbe(model, tok, facts=[Fact(q, ("zzzz",)) for q in questions], max_new_tokens=6)
     assert probe.known == [] and probe.compare(model).to_dict()["all_kept"] == 1
-    words = [a.split()[0] for a in probe._answers(model, probe.facts)]
+    words = [tok.decode(a, skip_special_tokens=True).split()[0] for a in probe._ask(model, probe.facts)[1]]
     probe = FactualProbe(model, tok, facts=[Fact(q, (w,)) for q, w in zip(questions, words)], max_new_tokens=6)
     rep = probe.compare(model)
     assert (rep.n_probes, rep.known, rep.kept, rep.lost) == (3, 3, 3, [])

@@ -25,7 +25,7 @@ from .options import (
 def cmd_edit(args: argparse.Namespace, requests: list[Any] | None = None) -> int:
     from ..editing.compute import compute_edits
     from ..eval.locality import FactualProbe, LocalityProbe
-    from ..eval.metrics import rouge
+    from ..eval.scoring import ANSWER_SLACK, reproduction
     from ..model.generation import generate
     from ..model.prompts import prepare_request
     from ..stats.preserve import builtin_prompts
@@ -39,7 +39,7 @@ def cmd_edit(args: argparse.Namespace, requests: list[Any] | None = None) -> int
     cfg = build_config(args, model)
     prepared = [prepare_request(tok, r, cfg.prompt) for r in requests]  # validates before the long work
     questions = [r.question for r in requests]
-    lengths = [len(p.target_ids) + 16 for p in prepared]
+    lengths = [len(p.target_ids) + ANSWER_SLACK for p in prepared]
     # locality is always against the unedited model, also when a stack of earlier edits is applied
     probe = LocalityProbe(model, tok, cfg.prompt, builtin_prompts("probe")[: args.probes]) if args.probes > 0 else None
     facts = None if args.no_facts else FactualProbe(model, tok, cfg.prompt)
@@ -50,15 +50,15 @@ def cmd_edit(args: argparse.Namespace, requests: list[Any] | None = None) -> int
     result = compute_edits(model, tok, requests, cfg, cache_dir=args.cache_dir, show_progress=not args.quiet,
                            history=stack.history() if stack is not None else None)
     result.apply(model, verify=False)
-    after = [generate(model, tok, q, cfg.prompt, max_new_tokens=n)[0] for q, n in zip(questions, lengths)]
+    after = reproduction(model, tok, requests, cfg.prompt)
     for i, r in enumerate(requests):
         print(f"Question: {r.question}")
         if before:
             print("--- before the edit ---")
             print(before[i])
         print("--- after the edit ---")
-        print(after[i])
-        print(f"(ROUGE-L F1 vs. the new answer: {rouge(r.answer, after[i])['rougeL_f']:.2f})")
+        print(after[i][0])
+        print(f"(ROUGE-L F1 vs. the new answer: {after[i][1]:.2f})")
         print()
     print(summary(result, len(requests)))
     if probe is not None:
@@ -89,22 +89,17 @@ def _consolidate_after_edit(stack: Any, result: Any, model: Any, tok: Any, args:
     """``edit --stack DIR --consolidate-every K``: the stack (this edit on top) is replaced by one edit of all its
     requests, computed on the base model; every question of the stack is then asked again and scored. The model is
     left with the consolidated stack applied (for ``--out-model``)."""
-    from ..eval.metrics import rouge
-    from ..model.generation import generate
-    from ..model.prompts import prepare_request
+    from ..eval.scoring import REPRODUCED, reproduction
 
     result.revert(model)
     stack.revert(model)
     n = len(stack)
     merged = stack.consolidate(model, tok, cache_dir=args.cache_dir, show_progress=not args.quiet)
     stack.apply(model)
-    prompt = merged.config.prompt
-    scores = [rouge(r.answer, generate(model, tok, r.question, prompt,
-                                       max_new_tokens=len(prepare_request(tok, r, prompt).target_ids) + 16)[0])
-              ["rougeL_f"] for r in merged.requests]
+    scores = [f for _, f in reproduction(model, tok, merged.requests, merged.config.prompt)]
     print(f"consolidated the stack's {n} members into one edit of {len(merged.requests)} request(s) in "
-          f"{merged.timings.get('total_s', 0.0):.0f} s: {sum(x >= 0.9 for x in scores)} of them come back "
-          f"(ROUGE-L F1 >= 0.9; lowest {min(scores):.2f})")
+          f"{merged.timings.get('total_s', 0.0):.0f} s: {sum(x >= REPRODUCED for x in scores)} of them come back "
+          f"(ROUGE-L F1 >= {REPRODUCED}; lowest {min(scores):.2f})")
 
 
 def _open_stack(args: argparse.Namespace) -> Any:

@@ -187,17 +187,17 @@ class FactualProbe:
         self.tokenizer, self.prompt_cfg = tokenizer, prompt or PromptConfig()
         self.facts = list(facts) if facts is not None else builtin_facts()
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
-        encoded = [encode_prompt(tokenizer, f.question, self.prompt_cfg)[0] for f in self.facts]
-        ids = generate_ids(model, tokenizer, encoded, self.prompt_cfg, max_new_tokens,
-                           batch_size=batch_size) if encoded else []
+        encoded, ids = self._ask(model, self.facts)
         right = [f.is_right(tokenizer.decode(a, skip_special_tokens=True)) for f, a in zip(self.facts, ids)]
         self.known = [f for f, r in zip(self.facts, right) if r]
         #: per known fact, the unedited model's decision margin (nats)
         self.margins = [self._margin(model, f, e, a) for f, e, a, r in zip(self.facts, encoded, ids, right) if r]
 
-    def _answers(self, model: nn.Module, facts: Sequence[Fact]) -> list[str]:
-        return generate(model, self.tokenizer, [f.question for f in facts], self.prompt_cfg, self.max_new_tokens,
-                        batch_size=self.batch_size) if facts else []
+    def _ask(self, model: nn.Module, facts: Sequence[Fact]) -> tuple[list[list[int]], list[list[int]]]:
+        """The questions of ``facts`` as the prompt encodes them, and the model's greedy answer tokens to each."""
+        encoded = [encode_prompt(self.tokenizer, f.question, self.prompt_cfg)[0] for f in facts]
+        return encoded, generate_ids(model, self.tokenizer, encoded, self.prompt_cfg, self.max_new_tokens,
+                                     batch_size=self.batch_size) if encoded else []
 
     @torch.no_grad()
     def _margin(self, model: nn.Module, fact: Fact, encoded: Sequence[int], answer: Sequence[int]) -> float:
@@ -212,10 +212,16 @@ class FactualProbe:
 
     def compare(self, model: nn.Module) -> FactualReport:
         """Ask ``model`` (normally the edited one) the questions the recorded model answered right."""
-        answers = self._answers(model, self.known)
+        answers = [self.tokenizer.decode(a, skip_special_tokens=True) for a in self._ask(model, self.known)[1]]
         lost = [(f, a, m) for f, a, m in zip(self.known, answers, self.margins) if not f.is_right(a)]
         return FactualReport(n_probes=len(self.facts), known=len(self.known), kept=len(self.known) - len(lost),
                              lost=[f"{f.question} -> {a.strip()[:80]!r} (unedited margin {m:.2f})"
                                    for f, a, m in lost],
                              fragile=sum(m < FRAGILE_MARGIN for m in self.margins),
                              lost_fragile=sum(m < FRAGILE_MARGIN for _, _, m in lost))
+
+
+def says_paris(model: nn.Module, tokenizer: Any, prompt: PromptConfig | None = None) -> bool:
+    """Whether the model's greedy answer to "What is the capital of France?" names Paris: the one fact every table
+    of this project reports on its own (it is also one of the built-in factual probes)."""
+    return "Paris" in generate(model, tokenizer, "What is the capital of France?", prompt, 20)[0]

@@ -8,11 +8,35 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import EditConfig
+from ..config import EditConfig, PromptConfig
+from ..model.generation import generate
 from ..model.prompts import prepare_request
 from ..model.state import input_device
+from ..types import EditRequest
 from . import metrics
 from .datasets import EvalRecord
+
+#: tokens generated beyond the new answer's length when it is asked back, so a longer answer is seen (and scored)
+ANSWER_SLACK = 16
+#: ROUGE-L F1 at or above which an edit's answer counts as reproduced
+REPRODUCED = 0.9
+
+
+def answer_budget(tokenizer: Any, request: EditRequest, prompt: PromptConfig) -> int:
+    """How many tokens to generate when ``request``'s question is asked back: its new answer's length plus
+    :data:`ANSWER_SLACK`."""
+    return len(prepare_request(tokenizer, request, prompt).target_ids) + ANSWER_SLACK
+
+
+def reproduction(model: nn.Module, tokenizer: Any, requests: list[EditRequest], prompt: PromptConfig
+                 ) -> list[tuple[str, float]]:
+    """Each request's question asked (greedy, one at a time): the answer and its ROUGE-L F1 against the new answer
+    (reproduced: at least :data:`REPRODUCED`)."""
+    out = []
+    for r in requests:
+        answer = generate(model, tokenizer, r.question, prompt, max_new_tokens=answer_budget(tokenizer, r, prompt))[0]
+        out.append((answer, metrics.rouge(r.answer, answer)["rougeL_f"]))
+    return out
 
 
 @torch.no_grad()
