@@ -134,7 +134,8 @@ def test_unke_mlp_mode_refuses_a_norm_after_the_mlp_before_any_work(tmp_path):
 
 def test_unke_keeps_training_until_the_earlier_answers_keep_their_margin(llama, tmp_path, monkeypatch):
     """In sequential editing the update stops only when the new answer passes and no earlier answer (the history's
-    texts) has lost margin below its floor, min(stop_margin, its margin when the update began); the margins are
+    texts) has lost margin below its floor, min(history_margin or else stop_margin, its margin when the update
+    began); the margins are
     stubbed (a tiny random model reproduces nothing)."""
     from anyedit import EditHistory
     from anyedit.backends import unke
@@ -151,7 +152,7 @@ def test_unke_keeps_training_until_the_earlier_answers_keep_their_margin(llama, 
     spans = [(history.starts[0], len(history.rows[0]))]
     other = EditRequest("Who wrote it?", "It was written by a fox.")
 
-    def run(history_margins, rounds=1):
+    def run(history_margins, rounds=1, extra=None):
         seen = {"edit": 0, "history": 0}
 
         def stub(self, out):
@@ -164,7 +165,7 @@ def test_unke_keeps_training_until_the_earlier_answers_keep_their_margin(llama, 
         monkeypatch.setattr(unke._LayerIO, "answer_margins", stub)
         h = EditHistory()
         h.merge(first)
-        return anyedit.compute_edits(model, tok, other, _cfg(tmp_path, **{**over, "rounds": rounds}),
+        return anyedit.compute_edits(model, tok, other, _cfg(tmp_path, **{**over, "rounds": rounds, **(extra or {})}),
                                      stats_cache=cache, show_progress=False, history=h).diagnostics
 
     # found at 1.0 (floor 0.5), then lost: never stops early, and the second round keeps the first round's floor
@@ -177,6 +178,15 @@ def test_unke_keeps_training_until_the_earlier_answers_keep_their_margin(llama, 
     d = run([0.2, 0.1, 0.6])
     assert d["update_steps"] == 10 and d["reproduced"] is True
     assert d["history_margin_vs_floor"] == pytest.approx(0.4)
+    # found at 1.0, at 0.3 when the new answer passes (step 5): below the floor min(stop_margin 0.5, 1.0), so the
+    # update goes on; with history_margin 0.1 the floor is 0.1 and it stops there
+    d = run([1.0, 0.3, 0.3, 0.3, 0.3])
+    assert d["update_steps"] == 20 and d["history_margin_vs_floor"] == pytest.approx(-0.2)
+    d = run([1.0, 0.3], extra={"backend.history_margin": 0.1})
+    assert d["update_steps"] == 5 and d["reproduced"] is True
+    assert d["history_margin_vs_floor"] == pytest.approx(0.2)
+    with pytest.raises(ConfigError, match="history_margin"):
+        _cfg(tmp_path, **{"backend.history_margin": -1.0})
 
 
 def test_unke_replays_the_earlier_edits_targets_at_their_anchors(llama, tmp_path):

@@ -56,8 +56,10 @@ class UnkeConfig(BackendConfig):
     other positions). The preservation conversations are kept as the unedited model has them
     (``preserve_unedited``; False: as the earlier edits left them), so locality does not drift edit by edit.
     With ``stop_margin`` set, the update
-    then also stops only once no earlier answer has lost margin below ``min(stop_margin, its margin when the update
-    began)`` (checked when the new answer passes).
+    then also stops only once no earlier answer has lost margin below ``min(history_margin, its margin when the
+    update began)`` (checked when the new answer passes; ``history_margin`` None: ``stop_margin``). A lower
+    ``history_margin`` than ``stop_margin`` asks each new answer for a wide margin without making every later update
+    hold all the earlier answers by as much.
 
     ``weight_decay`` pulls the layer's matrices towards zero each step (AdamW, as the reference) with ``decay_to``
     "zero", or towards the weights the update began from with "start": the same decoupled decay, applied to the
@@ -87,6 +89,7 @@ class UnkeConfig(BackendConfig):
     preserve_tokens: int = 0
     history_weight: float = 1.0
     history_batch: int = 8
+    history_margin: float | None = None
     replay_weight: float = 1.0
     preserve_unedited: bool = True
     seed: int = 0
@@ -106,6 +109,8 @@ class UnkeConfig(BackendConfig):
         check_int(c, "preserve_tokens", self.preserve_tokens, minimum=0)
         check_number(c, "history_weight", self.history_weight, allow_zero=True)
         check_int(c, "history_batch", self.history_batch)
+        if self.history_margin is not None:
+            check_number(c, "history_margin", self.history_margin, allow_zero=True)
         check_number(c, "replay_weight", self.replay_weight, allow_zero=True)
         check_bool(c, "preserve_unedited", self.preserve_unedited)
         check_int(c, "seed", self.seed, minimum=0)
@@ -232,7 +237,8 @@ class UnkeBackend:
         if hist is not None and cfg.stop_margin is not None and self.history_floor is None:
             # what each earlier answer's margin must stay above: as the first round found them, so a later round
             # (on the model with this edit's first update applied) cannot accept what that update broke
-            self.history_floor = [min(m, cfg.stop_margin) for m in hist.answer_margins(hist.outputs)]
+            cap = cfg.stop_margin if cfg.history_margin is None else cfg.history_margin
+            self.history_floor = [min(m, cap) for m in hist.answer_margins(hist.outputs)]
 
         def layer_output(io: _LayerIO, sel: torch.Tensor | None = None) -> torch.Tensor:
             """The layer output on all rows of ``io``, or on the rows ``sel``."""
