@@ -228,6 +228,19 @@ def test_unknown_method(model_dirs, tmp_path, capsys):
          "unknown method")
 
 
+def test_named_presets_are_listed_shown_and_a_wrong_name_refused(model_dirs, tmp_path, capsys):
+    assert main(["presets", "--model", str(model_dirs["a"])]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("preset: small-chat-unke\n") and "small-chat-unke-paraphrase" in out.splitlines()[-1]
+    assert main(["presets", "--model", str(model_dirs["a"]), "--preset", "small-chat-unke-paraphrase"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("preset: small-chat-unke-paraphrase\n") and '"first_window": 5' in out
+    save = tmp_path / "edit"
+    _bad(capsys, ["edit", "--model", str(model_dirs["a"]), "--question", "Q?", "--answer", "A.", "--preset", "nope",
+                  "--out", str(save), "-q"], "no preset named 'nope'")
+    assert not save.exists()
+
+
 def test_unknown_model_type(model_dirs, tmp_path, capsys):
     save = tmp_path / "edit"
     _bad(capsys, ["edit", "--model", str(model_dirs["unsupported"]), "--question", "Q?", "--answer", "A.",

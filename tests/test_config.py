@@ -55,7 +55,7 @@ def test_backend_must_match_method():
 
 
 def test_presets_pick_a_method_and_valid_layers():
-    from anyedit.editing.presets import load_presets, preset_config
+    from anyedit.editing.presets import entry_config, load_presets, preset_config
 
     from .tiny import tiny_model
 
@@ -68,8 +68,28 @@ def test_presets_pick_a_method_and_valid_layers():
     for entry in load_presets():  # every preset entry is a valid config and says how it was chosen
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # a misspelt key would only be dropped with a warning
-            EditConfig.from_dict({"method": entry.get("method", "memit"), **entry["config"]})
+            entry_config(entry)
         assert entry["measured_by"] and entry["name"]
+
+
+def test_a_named_preset_is_its_base_with_its_overrides_and_only_used_when_asked_for():
+    from anyedit.editing.presets import named_presets, preset_config, preset_name
+
+    from .tiny import tiny_model
+
+    model = tiny_model("llama")
+    default = preset_config(model)
+    assert preset_name(model) == "small-chat-unke" and default.chunking.first_window == 0
+    assert "small-chat-unke-paraphrase" in named_presets(model) and named_presets(model, "memit") == []
+    para = preset_config(model, name="small-chat-unke-paraphrase")
+    assert preset_name(model, name="small-chat-unke-paraphrase") == "small-chat-unke-paraphrase"
+    assert (para.chunking.first_window, para.backend.stop_margin, para.backend.history_margin) == (5, 1.0, 0.25)
+    assert para.with_overrides({"chunking.first_window": 0, "backend.stop_margin": default.backend.stop_margin,
+                                "backend.history_margin": None}).to_dict() == default.to_dict()
+    with pytest.raises(ConfigError, match="no preset named 'nope'.*small-chat-unke-paraphrase"):
+        preset_config(model, name="nope")
+    with pytest.raises(ConfigError, match="does not fit this model .* and method 'memit'"):
+        preset_config(model, "memit", name="small-chat-unke-paraphrase")
 
 
 def test_a_value_layer_the_edited_layers_cannot_move_is_refused_before_any_work(llama, tmp_path):

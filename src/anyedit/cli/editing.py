@@ -236,13 +236,16 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    from ..editing.presets import preset_config, preset_name
+    from ..editing.presets import named_presets, preset_config, preset_name
 
     check_method(args)
     model, _ = load(args)
-    cfg = preset_config(model, args.method)
-    print(f"preset: {preset_name(model, args.method)}")
+    cfg = preset_config(model, args.method, args.preset)
+    print(f"preset: {preset_name(model, args.method, args.preset)}")
     print(cfg.to_json())
+    others = [n for n in named_presets(model, args.method) if n != args.preset]
+    if others:
+        print(f"other presets for this model (--preset NAME): {', '.join(others)}")
     return 0
 
 
@@ -319,6 +322,7 @@ def add_commands(sub: Any) -> None:
                         description="Print the preset config for the model (and --method).")
     model_options(pr)
     pr.add_argument("--method", help="the method whose preset to show (default: the model's default method)")
+    pr.add_argument("--preset", metavar="NAME", help="show this preset (one of the others listed) instead")
     pr.set_defaults(func=cmd_presets)
 
     st = sub.add_parser("stack", help="show an edit stack, remove its last edit, or merge its edits into one",

@@ -121,6 +121,8 @@ def output_options(sp: argparse.ArgumentParser) -> None:
 def method_options(sp: argparse.ArgumentParser) -> None:
     """Which method, and any config field over its preset."""
     sp.add_argument("--method", help="update backend (default: the preset's; `anyedit presets` shows it)")
+    sp.add_argument("--preset", metavar="NAME", help="start from this preset instead of the model's default, e.g. "
+                    "small-chat-unke-paraphrase (`anyedit presets` lists the ones that fit the model)")
     sp.add_argument("--chunking", type=parse_chunking, help="window:N[:OVERLAP], sentence:N or none "
                     "(none = single-token baseline: the whole answer from one vector at the last prompt token)")
     sp.add_argument("--layers", type=parse_layers, help="edited layers, e.g. 4-8 or 4,6,8")
@@ -226,7 +228,7 @@ def build_config(args: argparse.Namespace, model: Any) -> Any:
     and ``--set`` over it (each field checked)."""
     from ..editing.presets import preset_config, preset_name
 
-    cfg = preset_config(model, args.method)
+    cfg = preset_config(model, args.method, args.preset)
     over: dict[str, Any] = {}
     if args.config:  # fields over the preset, each checked like a --set (a full config from `presets` works too)
         path = Path(args.config)
@@ -248,7 +250,7 @@ def build_config(args: argparse.Namespace, model: Any) -> Any:
     over.update(dict(args.set or []))
     over = fit_snap(cfg, over)
     cfg = cfg.with_overrides(over) if over else cfg
-    log.info("method %s, preset %s, layers %s, chunking %s", cfg.method, preset_name(model, args.method),
+    log.info("method %s, preset %s, layers %s, chunking %s", cfg.method, preset_name(model, args.method, args.preset),
              list(cfg.layers or []), cfg.chunking.to_dict())
     return cfg
 

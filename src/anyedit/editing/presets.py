@@ -3,6 +3,10 @@
 Each entry names the models it fits (``model_type`` list and a parameter-count range), the method, and
 the config values (as in :meth:`EditConfig.to_dict`) plus ``"measured_by"``: the command whose output
 chose it. The first matching entry wins; with none, the reference's values with depth-scaled layers.
+
+An entry with ``"named_only": true`` is never picked on its own: it is an alternative asked for by name
+(``preset_config(model, name=...)``, ``--preset NAME``), written as ``"based_on"`` another entry plus the
+``"overrides"`` (dotted config keys) that make it differ.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 from torch import nn
 
 from ..config import EditConfig, backend_config_class
+from ..errors import ConfigError
 from ..model.arch import default_layers, num_layers, param_count
 
 
@@ -26,7 +31,7 @@ def load_presets() -> list[dict[str, Any]]:
 
 def _matches(entry: dict[str, Any], model_type: str, n_params: int, method: str | None) -> bool:
     m = entry.get("match", {})
-    if method is not None and entry.get("method", "memit") != method:
+    if method is not None and _entry_method(entry) != method:
         return False
     if "model_type" in m and model_type not in m["model_type"]:
         return False
@@ -35,24 +40,57 @@ def _matches(entry: dict[str, Any], model_type: str, n_params: int, method: str 
     return True
 
 
-def find_preset(model: nn.Module, method: str | None = None) -> dict[str, Any] | None:
+def _named(name: str) -> dict[str, Any]:
+    entry = next((e for e in load_presets() if e["name"] == name), None)
+    if entry is None:
+        raise ConfigError(f"no preset named {name!r}; the presets are: {', '.join(e['name'] for e in load_presets())}")
+    return entry
+
+
+def find_preset(model: nn.Module, method: str | None = None, name: str | None = None) -> dict[str, Any] | None:
+    """The first entry that fits ``model`` (and ``method``) and is not named-only; or the entry ``name``, which
+    must fit them."""
     mt, n = str(model.config.model_type), param_count(model)
+    if name is not None:
+        entry = _named(name)
+        if not _matches(entry, mt, n, method):
+            raise ConfigError(f"preset {name!r} ({_entry_method(entry)}) does not fit this model ({mt}, {n:,} "
+                              f"parameters)" + (f" and method {method!r}" if method else ""))
+        return entry
     for entry in load_presets():
-        if _matches(entry, mt, n, method):
+        if not entry.get("named_only") and _matches(entry, mt, n, method):
             return entry
     return None
 
 
-def preset_config(model: nn.Module, method: str | None = None) -> EditConfig:
-    """The config for this model (and method, default: the preset's best method)."""
-    entry = find_preset(model, method)
+def named_presets(model: nn.Module, method: str | None = None) -> list[str]:
+    """The named-only presets that fit ``model`` (and ``method``): alternatives to its default."""
+    mt, n = str(model.config.model_type), param_count(model)
+    return [e["name"] for e in load_presets() if e.get("named_only") and _matches(e, mt, n, method)]
+
+
+def _entry_method(entry: dict[str, Any]) -> str:
+    return _entry_method(_named(entry["based_on"])) if "based_on" in entry else entry.get("method", "memit")
+
+
+def entry_config(entry: dict[str, Any]) -> EditConfig:
+    """The config an entry stores: its method and config values, or its base's with its overrides."""
+    if "based_on" in entry:
+        return entry_config(_named(entry["based_on"])).with_overrides(entry.get("overrides", {}))
+    return EditConfig.from_dict({"method": entry.get("method", "memit"), **entry.get("config", {})})
+
+
+def preset_config(model: nn.Module, method: str | None = None, name: str | None = None) -> EditConfig:
+    """The config for this model (and method, default: the preset's best method); ``name``: that preset's (a
+    named-only alternative such as ``small-chat-unke-paraphrase``), which must fit the model."""
+    entry = find_preset(model, method, name)
     n = num_layers(model)
     if entry is None:
         method = method or "memit"
         no_chunks = not backend_config_class(method).uses_values
         cfg = EditConfig.from_dict({"method": method, **({"chunking": {"mode": "none"}} if no_chunks else {})})
     else:
-        cfg = EditConfig.from_dict({"method": entry.get("method", "memit"), **entry.get("config", {})})
+        cfg = entry_config(entry)
     if cfg.layers is None or any(i >= n for i in cfg.layers):
         layers = list(default_layers(n))
         if cfg.backend is not None and (cfg.backend.single_layer or not cfg.backend.uses_values):
@@ -61,6 +99,6 @@ def preset_config(model: nn.Module, method: str | None = None) -> EditConfig:
     return cfg
 
 
-def preset_name(model: nn.Module, method: str | None = None) -> str:
-    entry = find_preset(model, method)
+def preset_name(model: nn.Module, method: str | None = None, name: str | None = None) -> str:
+    entry = find_preset(model, method, name)
     return entry["name"] if entry else "reference-defaults"
