@@ -228,7 +228,8 @@ def build_config(args: argparse.Namespace, model: Any) -> Any:
     and ``--set`` over it (each field checked)."""
     from ..editing.presets import preset_config, preset_name
 
-    cfg = preset_config(model, args.method, args.preset)
+    preset = getattr(args, "preset", None)
+    cfg = preset_config(model, args.method, preset)
     over: dict[str, Any] = {}
     if args.config:  # fields over the preset, each checked like a --set (a full config from `presets` works too)
         path = Path(args.config)
@@ -250,7 +251,7 @@ def build_config(args: argparse.Namespace, model: Any) -> Any:
     over.update(dict(args.set or []))
     over = fit_snap(cfg, over)
     cfg = cfg.with_overrides(over) if over else cfg
-    log.info("method %s, preset %s, layers %s, chunking %s", cfg.method, preset_name(model, args.method, args.preset),
+    log.info("method %s, preset %s, layers %s, chunking %s", cfg.method, preset_name(model, args.method, preset),
              list(cfg.layers or []), cfg.chunking.to_dict())
     return cfg
 
