@@ -51,15 +51,17 @@ def load_records(spec: str, data: Path) -> list[anyedit.EditRequest]:
 def record_options(ap: argparse.ArgumentParser, records: str) -> None:
     """The options every single-edit benchmark takes: method, records, overrides, data directory."""
     ap.add_argument("--method", default=None, help="default: the preset's method")
+    ap.add_argument("--preset", default=None, help="a named preset instead of the model's default")
     ap.add_argument("--records", default=records)
     ap.add_argument("--set", action="append", type=parse_set, default=[], metavar="KEY=VALUE")
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 def model_and_config(args: argparse.Namespace) -> tuple[Any, Any, anyedit.EditConfig]:
-    """The default model, its tokenizer, and the preset for ``--method`` with the ``--set`` overrides."""
+    """The default model, its tokenizer, and the preset for ``--method`` (or ``--preset``) with the ``--set``
+    overrides."""
     model, tok = anyedit.load_model()
-    cfg = anyedit.preset_config(model, args.method)
+    cfg = anyedit.preset_config(model, args.method, args.preset)
     return model, tok, cfg.with_overrides(dict(args.set)) if args.set else cfg
 
 

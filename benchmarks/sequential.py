@@ -1,7 +1,7 @@
 """Many long edits on the default model: one after another (an edit stack) or all in one batch. Do the earlier
 edits survive the later ones? Prints a markdown table.
 
-    .venv/bin/python benchmarks/sequential.py [--methods unke] [--n 10] [--source mq|uk] [--batch]
+    .venv/bin/python benchmarks/sequential.py [--methods unke] [--preset NAME] [--n 10] [--source mq|uk] [--batch]
         [--probes 40] [--set KEY=VALUE ...] [--out rows.jsonl] [--stack DIR] [--score-every K]
         [--layer-cycle L1,L2,...] [--consolidate-every K]
 
@@ -67,6 +67,7 @@ def _checkpoint(model, tok, done, cfg, probe, facts, secs: float, stack) -> None
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", default="unke")
+    ap.add_argument("--preset", default=None, help="a named preset instead of the model's default (one method)")
     ap.add_argument("--n", type=int, default=10)
     ap.add_argument("--source", default="mq", choices=sorted(FILES))
     ap.add_argument("--batch", action="store_true", help="all N edits in one call instead of one after another")
@@ -99,7 +100,7 @@ def main() -> None:
           "probe tokens kept | probe NLL change | Paris kept | facts kept | total s (units) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     for method in args.methods.split(","):
-        cfg = anyedit.preset_config(model, method)
+        cfg = anyedit.preset_config(model, method, args.preset)
         if args.set:
             cfg = cfg.with_overrides(dict(args.set))
         probe = LocalityProbe(model, tok, cfg.prompt, builtin_prompts("probe")[: args.probes]) if args.probes else None
