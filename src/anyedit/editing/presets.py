@@ -5,8 +5,8 @@ the config values (as in :meth:`EditConfig.to_dict`) plus ``"measured_by"``: the
 chose it. The first matching entry wins; with none, the reference's values with depth-scaled layers.
 
 An entry with ``"named_only": true`` is never picked on its own: it is an alternative asked for by name
-(``preset_config(model, name=...)``, ``--preset NAME``), written as ``"based_on"`` another entry plus the
-``"overrides"`` (dotted config keys) that make it differ.
+(``preset_config(model, name=...)``, ``--preset NAME``), written as ``"based_on"`` another entry (whose method
+and ``"match"`` it takes unless it has its own) plus the ``"overrides"`` (dotted config keys) that make it differ.
 """
 
 from __future__ import annotations
@@ -29,9 +29,16 @@ def load_presets() -> list[dict[str, Any]]:
     return json.loads(text)["presets"]
 
 
+def _inherited(entry: dict[str, Any], key: str, default: Any) -> Any:
+    """A field of an entry; for a ``based_on`` entry without it, its base's."""
+    if key in entry:
+        return entry[key]
+    return _inherited(_named(entry["based_on"]), key, default) if "based_on" in entry else default
+
+
 def _matches(entry: dict[str, Any], model_type: str, n_params: int, method: str | None) -> bool:
-    m = entry.get("match", {})
-    if method is not None and _entry_method(entry) != method:
+    m = _inherited(entry, "match", {})
+    if method is not None and _inherited(entry, "method", "memit") != method:
         return False
     if "model_type" in m and model_type not in m["model_type"]:
         return False
@@ -47,30 +54,28 @@ def _named(name: str) -> dict[str, Any]:
     return entry
 
 
+def _fitting(model: nn.Module, method: str | None) -> list[dict[str, Any]]:
+    """The entries that fit ``model`` (and ``method``), in order."""
+    mt, n = str(model.config.model_type), param_count(model)
+    return [e for e in load_presets() if _matches(e, mt, n, method)]
+
+
 def find_preset(model: nn.Module, method: str | None = None, name: str | None = None) -> dict[str, Any] | None:
     """The first entry that fits ``model`` (and ``method``) and is not named-only; or the entry ``name``, which
     must fit them."""
-    mt, n = str(model.config.model_type), param_count(model)
     if name is not None:
         entry = _named(name)
-        if not _matches(entry, mt, n, method):
-            raise ConfigError(f"preset {name!r} ({_entry_method(entry)}) does not fit this model ({mt}, {n:,} "
-                              f"parameters)" + (f" and method {method!r}" if method else ""))
+        if entry not in _fitting(model, method):
+            raise ConfigError(f"preset {name!r} ({_inherited(entry, 'method', 'memit')}) does not fit this model "
+                              f"({model.config.model_type}, {param_count(model):,} parameters)"
+                              + (f" and method {method!r}" if method else ""))
         return entry
-    for entry in load_presets():
-        if not entry.get("named_only") and _matches(entry, mt, n, method):
-            return entry
-    return None
+    return next((e for e in _fitting(model, method) if not e.get("named_only")), None)
 
 
 def named_presets(model: nn.Module, method: str | None = None) -> list[str]:
     """The named-only presets that fit ``model`` (and ``method``): alternatives to its default."""
-    mt, n = str(model.config.model_type), param_count(model)
-    return [e["name"] for e in load_presets() if e.get("named_only") and _matches(e, mt, n, method)]
-
-
-def _entry_method(entry: dict[str, Any]) -> str:
-    return _entry_method(_named(entry["based_on"])) if "based_on" in entry else entry.get("method", "memit")
+    return [e["name"] for e in _fitting(model, method) if e.get("named_only")]
 
 
 def entry_config(entry: dict[str, Any]) -> EditConfig:
