@@ -329,36 +329,3 @@ def test_unke_weight_decay_pulls_towards_zero_or_towards_where_the_update_began(
     for n, d in mats.items():
         expected = params[n].detach() * ((1 - 0.01 * 2.0) ** 5 - 1) if decay_to == "zero" else torch.zeros_like(d)
         assert torch.allclose(d, expected, atol=1e-6), n
-
-
-@pytest.mark.parametrize("mode", ["layer", "mlp"])
-def test_unke_output_term_keeps_what_the_model_says_after_the_preservation_prompts(tiny, tmp_path, mode):
-    """``output_weight`` (KL of the next-token distributions at the first answer positions of the preservation
-    conversations, against the unedited model) keeps those distributions far closer than an update without it,
-    and the edit still moves its anchors."""
-    from anyedit.stats.preserve import chat_source, preserve_prompt_ids
-
-    model, tok = tiny
-    if mode == "mlp" and get_spec(model).mlp_post_norm:
-        pytest.skip("no mlp mode for a norm after the MLP")
-    cfg = _cfg(tmp_path, **{"backend.preserve_weight": 0.0, "backend.train": mode,
-                            "backend.output_batch": 6, "backend.output_tokens": 4})
-    rows = list(chat_source(model, tok, cfg.preserve, cfg.prompt, None).rows())
-    starts = [len(q) for q in preserve_prompt_ids(tok, cfg.preserve, cfg.prompt)]
-
-    def said() -> list[torch.Tensor]:
-        with torch.no_grad():
-            return [model(input_ids=torch.tensor([r[: s + 3]])).logits[0, s - 1:].float().log_softmax(-1)
-                    for r, s in zip(rows, starts)]
-
-    base = said()
-    kl, moved = {}, {}
-    for w in (0.0, 1.0):
-        res = anyedit.compute_edits(model, tok, REQ, cfg.with_overrides({"backend.output_weight": w}),
-                                    stats_cache=CovarianceCache(tmp_path, False), show_progress=False)
-        hist = res.diagnostics["anchor_mse"]
-        moved[w] = res.diagnostics["anchor_mse_final"] / hist[0]
-        with res.applied(model):
-            kl[w] = sum(float((b.exp() * (b - a)).sum(-1).mean()) for a, b in zip(said(), base))
-    assert kl[0.0] > 0 and kl[1.0] < 0.2 * kl[0.0], kl
-    assert moved[1.0] < 0.1, (moved, kl)

@@ -27,7 +27,6 @@ from ..model.hooks import capture, replayed_layers, stop_after
 from ..model.logits import argmax_margin
 from ..model.state import input_device, training
 from ..model.weights import Delta, undone
-from ..stats.preserve import preserve_prompt_ids
 from .base import BackendOutput, EditContext, register_backend
 
 log = logging.getLogger(__name__)
@@ -66,15 +65,6 @@ class UnkeConfig(BackendConfig):
     "zero", or towards the weights the update began from with "start": the same decoupled decay, applied to the
     change only, so a long run of edits does not shrink the layer step by step.
 
-    ``output_weight`` > 0 also keeps what the model *says* after the preservation prompts, not only layer ``L``'s
-    output: ``output_weight * KL(unedited || edited)`` of the next-token distributions at the first
-    ``output_tokens`` answer positions of ``output_batch`` preservation conversations drawn per step (the layers
-    above run by the model's own forward; the unedited distributions are recorded once per update, with the
-    stack's earlier edits undone under ``preserve_unedited``). The layer-output term weighs every direction of the
-    hidden state alike; this one weighs them as the model's answers depend on them, so a near-tie at the start of
-    an answer is held where the hidden state moves least. Costs a forward and backward of the layers above over
-    ``output_batch`` short rows per step.
-
     ``train="mlp"`` trains only the layer's MLP. The MLP sees each position on its own, so its inputs are recorded
     once and every step runs just the MLP: over the edit texts, and over ``preserve_tokens`` positions drawn from all
     preservation conversations (0: every position of ``preserve_batch`` drawn conversations). Not for architectures
@@ -102,9 +92,6 @@ class UnkeConfig(BackendConfig):
     history_margin: float | None = None
     replay_weight: float = 1.0
     preserve_unedited: bool = True
-    output_weight: float = 0.0
-    output_batch: int = 4
-    output_tokens: int = 8
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -126,9 +113,6 @@ class UnkeConfig(BackendConfig):
             check_number(c, "history_margin", self.history_margin, allow_zero=True)
         check_number(c, "replay_weight", self.replay_weight, allow_zero=True)
         check_bool(c, "preserve_unedited", self.preserve_unedited)
-        check_number(c, "output_weight", self.output_weight, allow_zero=True)
-        check_int(c, "output_batch", self.output_batch)
-        check_int(c, "output_tokens", self.output_tokens)
         check_int(c, "seed", self.seed, minimum=0)
 
     @classmethod
@@ -143,7 +127,7 @@ class _LayerIO:
 
     def __init__(self, model: nn.Module, ctx: EditContext, layer: int, rows: list[list[int]],
                  mlp: str | None = None, starts: list[int] | None = None) -> None:
-        self.model, self.layer, self.spec = model, layer, ctx.spec
+        self.model, self.layer = model, layer
         self.spans = [(s, len(r)) for s, r in zip(starts, rows)] if starts is not None else None  # answer tokens
         self.layers = model.get_submodule(ctx.spec.layers)
         self.path = ctx.spec.layer_path(layer)
@@ -179,41 +163,10 @@ class _LayerIO:
     def answer_margin(self, out: torch.Tensor) -> float:
         return min(self.answer_margins(out))
 
-    def log_probs_at(self, out: torch.Tensor, positions: list[list[int]], sel: torch.Tensor | None = None
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Next-token log-probabilities (float32, ``[rows, width, vocab]``) at ``positions[b]`` of each row ``b``
-        (of the rows ``sel``, or all), with this layer's output ``out`` on those rows replayed and the layers above
-        run by the model's own forward (differentiable in ``out``); and the mask of real positions
-        ``[rows, width]`` (rows with fewer positions are padded)."""
-        ids, mask = (self.ids, self.mask) if sel is None else (self.ids[sel], self.mask[sel])
-        norm = self.model.get_submodule(self.spec.final_norm)
-        with capture(self.model, outputs=[self.spec.final_norm], detach=False) as rec, stop_after(norm), \
-                replayed_layers(self.layers, self.layer, out):
-            self.model(input_ids=ids, attention_mask=mask, use_cache=False)
-        hidden = rec.outputs[self.spec.final_norm]
-        width = max(len(p) for p in positions)
-        pos = torch.zeros(len(positions), width, dtype=torch.long, device=hidden.device)
-        valid = torch.zeros(len(positions), width, dtype=torch.bool, device=hidden.device)
-        for b, p in enumerate(positions):
-            pos[b, : len(p)] = torch.tensor(p, dtype=torch.long, device=hidden.device)
-            valid[b, : len(p)] = True
-        rows = torch.arange(len(positions), device=hidden.device)[:, None]
-        logits = self.model.get_submodule(self.spec.lm_head)(hidden[rows, pos]).float()
-        cap = getattr(self.model.config, "final_logit_softcapping", None)  # Gemma 2: as the model's own forward
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
-        return logits.log_softmax(-1), valid
-
 
 def _mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     m = mask.to(a.dtype)
     return (((a.float() - b.float()) ** 2).mean(-1) * m).sum() / m.sum().clamp_min(1)
-
-
-def _kl(log_p: torch.Tensor, ref: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """KL(ref || p) per position (both log-probabilities), the mean over the ``valid`` positions."""
-    kl = (ref.exp() * (ref - log_p)).sum(-1)
-    return (kl * valid).sum() / valid.sum().clamp_min(1)
 
 
 def _targets(io: _LayerIO, anchors: list[tuple[list[int], torch.Tensor] | None]
@@ -228,24 +181,6 @@ def _targets(io: _LayerIO, anchors: list[tuple[list[int], torch.Tensor] | None]
             target[b, pos] = a[1].to(target.device, torch.float32)
             mask[b, pos] = True
     return target, mask
-
-
-class _Said:
-    """The preservation conversations cut after their first ``k`` answer tokens, and the next-token
-    distributions the model (as it is when this is built) gives at those ``k`` answer positions."""
-
-    def __init__(self, model: nn.Module, ctx: EditContext, layer: int, rows: list[list[int]], starts: list[int],
-                 k: int, mlp: str | None) -> None:
-        cut = [r[: min(len(r), s + k - 1)] for r, s in zip(rows, starts)]
-        self.positions = [list(range(s - 1, len(r))) for r, s in zip(cut, starts)]
-        self.io = _LayerIO(model, ctx, layer, cut, mlp)
-        parts = []
-        with torch.no_grad():
-            for i in range(0, len(cut), 16):
-                sel = torch.arange(i, min(i + 16, len(cut)), device=self.io.ids.device)
-                log_p, _ = self.io.log_probs_at(self.io.outputs[sel], self.positions[i: i + 16], sel)
-                parts.append(torch.nn.functional.pad(log_p, (0, 0, 0, k - log_p.shape[1])))
-        self.reference = torch.cat(parts)  # [rows, k, vocab]
 
 
 def _mlp_path(spec: ArchSpec, layer: int) -> str:
@@ -265,15 +200,10 @@ class UnkeBackend:
                 f"{spec.model_type} has a norm after the MLP: use backend.train='layer'")
 
     def prepare(self, ctx: EditContext) -> None:
-        """The preservation conversations (prompt + the model's own answer) when ``preserve_weight`` or
-        ``output_weight`` > 0, and (for ``output_weight``) where each answer begins."""
+        """The preservation conversations (prompt + the model's own answer) when ``preserve_weight`` > 0."""
         cfg: UnkeConfig = ctx.backend_config
-        use = (cfg.preserve_weight > 0 or cfg.output_weight > 0) and ctx.preserve_rows is not None
+        use = cfg.preserve_weight > 0 and ctx.preserve_rows is not None
         self.preserve = ctx.preserve_rows() if use else None
-        self.preserve_starts = None
-        if self.preserve is not None and cfg.output_weight > 0:
-            prompts = preserve_prompt_ids(ctx.tokenizer, ctx.config.preserve, ctx.config.prompt)
-            self.preserve_starts = [len(q) for q in prompts]
 
     def compute(self, ctx: EditContext) -> BackendOutput:
         cfg: UnkeConfig = ctx.backend_config
@@ -287,14 +217,11 @@ class UnkeBackend:
         target, anchor_mask = _targets(edit, [(v.positions, v.targets) for v in ctx.values])
         keep_mask = edit.mask.bool() & ~anchor_mask
         self.prepare(ctx)
-        pres = said = None
+        pres = None
         if self.preserve is not None:  # kept as the unedited model has them, not as earlier edits left them
             applied = ctx.history.applied if ctx.history is not None and cfg.preserve_unedited else {}
             with undone(model, applied):
-                if cfg.preserve_weight > 0:
-                    pres = _LayerIO(model, ctx, layer, self.preserve, mlp)
-                if self.preserve_starts is not None:
-                    said = _Said(model, ctx, layer, self.preserve, self.preserve_starts, cfg.output_tokens, mlp)
+                pres = _LayerIO(model, ctx, layer, self.preserve, mlp)
         rng = random.Random(cfg.seed)
 
         use = ctx.history is not None and cfg.history_weight > 0
@@ -354,14 +281,6 @@ class UnkeBackend:
             sel = torch.tensor(idx, device=flat_in.device)
             return (module(flat_in[sel]).float() - flat_out[sel].float()).pow(2).mean()
 
-        def output_loss() -> torch.Tensor:
-            """KL(unedited || now) of the next-token distributions at the first answer positions of the
-            preservation conversations drawn this step."""
-            sel = draw(said.io, cfg.output_batch)
-            at = [said.positions[i] for i in sel.tolist()]
-            log_p, valid = said.io.log_probs_at(layer_output(said.io, sel), at, sel)
-            return _kl(log_p, said.reference[sel, : log_p.shape[1]], valid)
-
         params = dict(module.named_parameters())
         decay = [p for n, p in params.items() if p.ndim >= 2]
         no_decay = [p for n, p in params.items() if p.ndim < 2]
@@ -396,8 +315,6 @@ class UnkeBackend:
                     loss = loss + cfg.preserve_weight * preserve_loss()
                 if hist is not None:
                     loss = loss + history_loss()
-                if said is not None:
-                    loss = loss + cfg.output_weight * output_loss()
                 start_err = start_err if start_err is not None else l_edit.item()
                 history.append(l_edit.item())
                 if cfg.tol > 0 and l_edit.item() < cfg.tol * start_err:
