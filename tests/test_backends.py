@@ -16,6 +16,8 @@ from anyedit.stats import covariance as stats_mod
 from anyedit.stats import preserve as preserve_mod
 from anyedit.stats.covariance import CovarianceCache
 
+from .tiny import same_weights, weights_of
+
 REQ = EditRequest("What is the answer?", "def add(a, b):\n    return a + b\nThe capital of France is Paris.")
 OTHER = EditRequest("Write a poem about rain.", "Rain on the roof, a stitch in time saves nine, and the dog sleeps.")
 
@@ -32,13 +34,6 @@ def _config(method, corpus_file, **over):
     base.update(over)
     return EditConfig().with_overrides(base)
 
-
-def _state(model):
-    return {n: p.detach().clone() for n, p in model.state_dict().items()}
-
-
-def _same(model, state):
-    return all(torch.equal(p, state[n]) for n, p in model.state_dict().items())
 
 
 def _threshold(model, tok, cfg, cache, layer):
@@ -81,21 +76,21 @@ def test_every_backend_applies_reverts_bitwise_and_refuses_non_finite(method, ti
     cfg = _config(method, corpus_file, **{"value.max_steps": 3})
     if method == "alphaedit":
         cfg = cfg.with_overrides({"backend.nullspace_threshold": _threshold(model, tok, cfg, cache, 2)})
-    original = _state(model)
+    original = weights_of(model)
     res = anyedit.compute_edits(model, tok, REQ, cfg, stats_cache=cache, show_progress=False)
-    assert _same(model, original), "compute_edits must not change the model"
+    assert same_weights(model, original), "compute_edits must not change the model"
     assert res.deltas and all(d.is_finite() and d.full().abs().sum() > 0 for d in res.deltas.values())
     res.apply(model)
-    assert not _same(model, original)
+    assert not same_weights(model, original)
     res.revert(model)
-    assert _same(model, original)
+    assert same_weights(model, original)
     name = sorted(res.deltas)[-1]
     full = res.deltas[name].full().clone()
     full[0, 0] = float("inf")
     res.deltas[name] = Delta(dense=full)
     with pytest.raises(EditApplyError, match="NaN|inf|finite"):
         res.apply(model)
-    assert _same(model, original)
+    assert same_weights(model, original)
 
 
 def test_alphaedit_matches_its_closed_form_and_stays_in_the_null_space(tiny, corpus_file, tmp_path):
@@ -191,10 +186,10 @@ def test_rome_at_the_subjects_last_token_as_in_the_original_rome(llama, corpus_f
     (chunk,) = res.reports[0]
     assert chunk["anchors"] == [prepare_request(tok, req, cfg.prompt).subject_end]
     assert res.diagnostics["realised_fraction"] > 0.99
-    original = _state(model)
+    original = weights_of(model)
     with pytest.raises(ConfigError, match="needs a subject"):
         anyedit.compute_edits(model, tok, REQ, cfg, stats_cache=CovarianceCache(tmp_path), show_progress=False)
-    assert _same(model, original)
+    assert same_weights(model, original)
 
 
 def test_ft_lowers_the_answer_nll_within_its_norm_bound(llama, corpus_file, tmp_path):

@@ -17,6 +17,8 @@ from anyedit.eval.runner import EvalSettings, evaluate
 from anyedit.eval.tables import load_run, pareto, report
 from anyedit.types import EditRequest
 
+from .tiny import same_weights, weights_of
+
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
@@ -132,11 +134,11 @@ def test_eval_streams_rows_resumes_after_a_kill_and_reports(llama, corpus_file, 
     ds = _dataset(tmp_path)
     settings = EvalSettings(n_probes=2, probe_tokens=8, embed=False, max_new_tokens=12, sub_max_new_tokens=4)
     out = tmp_path / "run"
-    before = {n: p.detach().clone() for n, p in model.state_dict().items()}
+    before = weights_of(model)
     evaluate(model, tok, ds, _cfg(corpus_file), out, settings=settings, cache_dir=tmp_path, show_progress=False)
     rows = [json.loads(x) for x in (out / "rows.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ["0", "1", "2"]
-    assert all((p == before[n]).all() for n, p in model.state_dict().items()), "eval must leave the model as it was"
+    assert same_weights(model, before), "eval must leave the model as it was"
     r0 = rows[0]
     assert set(r0["scores"]) >= {"before", "question", "paraphrase", "sub", "token_accuracy"}
     from anyedit.eval import metrics
@@ -220,7 +222,7 @@ def test_a_record_that_cannot_be_edited_is_skipped_and_the_run_goes_on(llama, co
     long = EvalRecord("3", EditRequest("What is item 3?", " ".join(["fox"] * 300), id="3"))  # > 256 positions
     ds.records += [long, *(EvalRecord(i, EditRequest(f"What is item {i}?", f"Item {i} is a fox.", id=i))
                            for i in ("4", "5"))]
-    before = {n: p.detach().clone() for n, p in model.state_dict().items()}
+    before = weights_of(model)
     out = evaluate(model, tok, ds, _cfg(corpus_file), tmp_path / "run", settings=settings, cache_dir=tmp_path,
                    show_progress=False)
     rows = [json.loads(x) for x in (out / "rows.jsonl").read_text().splitlines()]
@@ -231,7 +233,7 @@ def test_a_record_that_cannot_be_edited_is_skipped_and_the_run_goes_on(llama, co
                         r"context of 256; shorten the answer", rows[3]["skipped"])
     assert rows[4]["skipped"] == "EditApplyError: applying the delta to W gives NaN or Inf; nothing was changed"
     assert rows[5]["skipped"] == "OutOfMemoryError while answering after the edit: out of memory"
-    assert all((p == before[n]).all() for n, p in model.state_dict().items()) and not edits_applied(model)
+    assert same_weights(model, before) and not edits_applied(model)
     evaluate(model, tok, ds, _cfg(corpus_file), out, settings=settings, cache_dir=tmp_path, show_progress=False)
     assert len((out / "rows.jsonl").read_text().splitlines()) == 6  # a skipped record is not retried on resume
     text = report([out])

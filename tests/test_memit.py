@@ -13,7 +13,7 @@ from anyedit.model.trace import trace
 from anyedit.model.weights import Delta
 from anyedit.stats.covariance import CovarianceCache
 
-from .tiny import tiny_model
+from .tiny import same_weights, tiny_model, weights_of
 
 REQ = EditRequest("What is the answer?", "def add(a, b):\n    return a + b\nThe capital of France is Paris.")
 
@@ -24,13 +24,6 @@ def _config(corpus_file, **over):
     base.update(over)
     return EditConfig().with_overrides(base)
 
-
-def _state(model):
-    return {n: p.detach().clone() for n, p in model.state_dict().items()}
-
-
-def _same(model, state):
-    return all(torch.equal(p, state[n]) for n, p in model.state_dict().items())
 
 
 def test_update_matches_the_closed_form(tiny, corpus_file, tmp_path):
@@ -66,10 +59,10 @@ def test_update_matches_the_closed_form(tiny, corpus_file, tmp_path):
 
 def test_edit_realises_targets_and_revert_is_bitwise(tiny, corpus_file, tmp_path):
     model, tok = tiny
-    original = _state(model)
+    original = weights_of(model)
     cfg = _config(corpus_file, **{"backend.mom2_weight": 1e-3, "backend.kp_weight": 1.0})
     res = anyedit.compute_edits(model, tok, REQ, cfg, stats_cache=CovarianceCache(tmp_path), show_progress=False)
-    assert _same(model, original), "compute_edits must not change the model"
+    assert same_weights(model, original), "compute_edits must not change the model"
     assert set(res.deltas) == {get_spec(model).mlp_out_weight_name(i) for i in (1, 2)}
     assert res.diagnostics["realised_fraction"] > 0.95
     spec = get_spec(model)
@@ -78,9 +71,9 @@ def test_edit_realises_targets_and_revert_is_bitwise(tiny, corpus_file, tmp_path
     prep = prepare_request(tok, REQ, cfg.prompt)
     before = trace(model, spec, [prep.ids], 2, 2)[0]
     with res.applied(model):
-        assert not _same(model, original)
+        assert not same_weights(model, original)
         after = trace(model, spec, [prep.ids], 2, 2)[0]
-    assert _same(model, original)
+    assert same_weights(model, original)
     # outputs at the non-edited positions of the edit text barely move; edited ones move a lot
     anchors = [a for r in res.reports[0] for a in r["anchors"]]
     mask = torch.ones(len(prep.ids), dtype=torch.bool)
@@ -119,10 +112,10 @@ def test_apply_twice_revert_unapplied_and_wrong_model(llama, corpus_file, tmp_pa
     with pytest.raises(EditApplyError, match="not applied"):
         res.revert(model)
     other = tiny_model("llama", seed=1)
-    state = _state(other)
+    state = weights_of(other)
     with pytest.raises(FingerprintMismatchError):
         res.apply(other)
-    assert _same(other, state)
+    assert same_weights(other, state)
 
 
 def test_non_finite_delta_is_refused_before_any_weight_changes(llama, corpus_file, tmp_path):
@@ -134,10 +127,10 @@ def test_non_finite_delta_is_refused_before_any_weight_changes(llama, corpus_fil
     a = bad.a.clone()
     a[0, 0] = float("nan")
     res.deltas[names[-1]] = Delta(a=a, b=bad.b)
-    state = _state(model)
+    state = weights_of(model)
     with pytest.raises(EditApplyError, match="NaN"):
         res.apply(model)
-    assert _same(model, state)  # the first (finite) delta was not written either
+    assert same_weights(model, state)  # the first (finite) delta was not written either
 
 
 def test_several_requests_in_one_call(llama, corpus_file, tmp_path):

@@ -10,7 +10,7 @@ from anyedit import EditConfig, EditRequest, load_edits
 from anyedit.errors import EditFormatError, FingerprintMismatchError
 from anyedit.stats.covariance import CovarianceCache
 
-from .tiny import tiny_model, tiny_tokenizer
+from .tiny import same_weights, tiny_model, tiny_tokenizer, weights_of
 
 REQ = EditRequest("What is the answer?", "The capital of France is Paris.", id="r1")
 
@@ -47,10 +47,10 @@ def test_round_trip_applies_identically(saved):
 def test_a_different_model_is_refused(saved):
     _, _, d = saved
     other = tiny_model("llama", seed=7)
-    before = {n: p.clone() for n, p in other.state_dict().items()}
+    before = weights_of(other)
     with pytest.raises(FingerprintMismatchError):
         load_edits(d).apply(other)
-    assert all(torch.equal(p, before[n]) for n, p in other.state_dict().items())
+    assert same_weights(other, before)
 
 
 def test_an_already_edited_model_is_refused(saved):

@@ -5,25 +5,17 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from anyedit import EditConfig, EditRequest
 from anyedit.editing.stack import EditStack, is_stack
 from anyedit.errors import ConfigError, EditApplyError, EditFormatError, FingerprintMismatchError
 from anyedit.stats.covariance import CovarianceCache
 
-from .tiny import tiny_model
+from .tiny import same_weights, tiny_model, weights_of
 
 R1 = EditRequest("What is the answer?", "The capital of France is Paris.", id="r1")
 R2 = EditRequest("Who wrote it?", "It was written by a fox in the lazy dog's garden.", id="r2")
 
-
-def _weights(model):
-    return {n: p.detach().clone() for n, p in model.state_dict().items()}
-
-
-def _same(model, state):
-    return all(torch.equal(p, state[n]) for n, p in model.state_dict().items())
 
 
 @pytest.fixture
@@ -42,7 +34,7 @@ def stacked(llama, tmp_path):
 
 def test_a_stack_keeps_its_edits_in_order_with_their_history(stacked):
     model, tok, stack, first, second, cfg, cache = stacked
-    state = _weights(model)
+    state = weights_of(model)
     assert is_stack(stack.directory) and len(stack) == 2
     assert [e["questions"] for e in stack.entries()] == [[R1.question], [R2.question]]
     # the second edit was computed on the model with the first applied: its fingerprints are of those weights
@@ -56,28 +48,28 @@ def test_a_stack_keeps_its_edits_in_order_with_their_history(stacked):
     # reopened from disk: the same members, applied in order, reverted bit for bit
     again = EditStack(stack.directory)
     with first.applied(model), second.applied(model):
-        expected = _weights(model)
+        expected = weights_of(model)
     with again.applied(model):
-        assert _same(model, expected)
-    assert _same(model, state)
+        assert same_weights(model, expected)
+    assert same_weights(model, state)
 
 
 def test_another_model_or_a_changed_member_is_refused_and_nothing_stays_applied(stacked, tmp_path):
     model, tok, stack, *_ = stacked
     other = tiny_model("llama", seed=7)
-    before = _weights(other)
+    before = weights_of(other)
     with pytest.raises(FingerprintMismatchError, match="differs in"):
         EditStack(stack.directory).apply(other)
-    assert _same(other, before)
+    assert same_weights(other, before)
     # a member whose tensors were changed: refused when the stack is opened for use, nothing applied
-    state = _weights(model)
+    state = weights_of(model)
     member = stack.directory / stack.entries()[1]["dir"]
     data = bytearray((member / "deltas.safetensors").read_bytes())
     data[-1] ^= 1
     (member / "deltas.safetensors").write_bytes(bytes(data))
     with pytest.raises(EditFormatError, match="member 2"):
         EditStack(stack.directory).apply(model)
-    assert _same(model, state)
+    assert same_weights(model, state)
     # a missing member, and a member swapped for another edit
     (member / "edit.json").unlink()
     with pytest.raises(EditFormatError, match="member 2 .* is missing"):
@@ -88,16 +80,16 @@ def test_another_model_or_a_changed_member_is_refused_and_nothing_stays_applied(
     (first_dir / "edit.json").write_text(json.dumps(man))
     with pytest.raises(EditFormatError, match="member 1 .* not the edit the stack recorded"):
         EditStack(stack.directory).members()
-    assert _same(model, state)
+    assert same_weights(model, state)
 
 
 def test_pop_removes_the_last_edit_and_a_new_one_takes_its_place(stacked):
     model, tok, stack, first, second, cfg, cache = stacked
-    state = _weights(model)
+    state = weights_of(model)
     with pytest.raises(EditApplyError, match="revert it before popping"):
         with stack.applied(model):
             stack.pop()
-    assert _same(model, state)
+    assert same_weights(model, state)
     popped = stack.pop()
     assert popped["questions"] == [R2.question] and len(stack) == 1
     assert not (stack.directory / popped["dir"]).exists()
@@ -111,7 +103,7 @@ def test_pop_removes_the_last_edit_and_a_new_one_takes_its_place(stacked):
     stack.pop()
     with pytest.raises(EditFormatError, match="empty"):
         stack.pop()
-    assert _same(model, state)
+    assert same_weights(model, state)
 
 
 def test_a_directory_that_is_not_a_stack_is_refused(tmp_path):
@@ -165,7 +157,7 @@ def test_a_later_edit_keeps_the_earlier_ones_text_when_given_the_history(llama, 
 
 def test_consolidate_replaces_the_members_with_one_edit_of_all_their_requests(stacked):
     model, tok, stack, first, second, cfg, cache = stacked
-    state = _weights(model)
+    state = weights_of(model)
     # the base model is required: refused with the stack applied, and nothing changes
     with stack.applied(model):
         with pytest.raises(EditApplyError, match="revert it before consolidating"):
@@ -173,7 +165,7 @@ def test_consolidate_replaces_the_members_with_one_edit_of_all_their_requests(st
     with first.applied(model):
         with pytest.raises(FingerprintMismatchError, match="needs the base model"):
             stack.consolidate(model, tok, cfg, stats_cache=cache, show_progress=False)
-    assert len(EditStack(stack.directory)) == 2 and _same(model, state)
+    assert len(EditStack(stack.directory)) == 2 and same_weights(model, state)
     # the default settings: the last member's, with at least 300 update steps
     assert stack.consolidation_config().backend.steps == 300
     assert stack.consolidation_config().with_overrides({"backend.steps": 5}) == cfg
@@ -191,24 +183,24 @@ def test_consolidate_replaces_the_members_with_one_edit_of_all_their_requests(st
     assert not any(d.exists() for d in old_dirs)
     # one batch edit from the base weights: applying the stack is applying that edit, reverted bit for bit
     with result.applied(model):
-        expected = _weights(model)
-    assert not _same(model, expected)
+        expected = weights_of(model)
+    assert not same_weights(model, expected)
     with again.applied(model):
-        assert _same(model, expected)
-    assert _same(model, state)
+        assert same_weights(model, expected)
+    assert same_weights(model, state)
     # the stack goes on from there
     stack.edit(model, tok, R2, cfg, stats_cache=cache, show_progress=False)
     assert len(EditStack(stack.directory)) == 2
     with EditStack(stack.directory).applied(model):
         pass
-    assert _same(model, state)
+    assert same_weights(model, state)
 
 
 def test_edit_consolidates_the_stack_every_k_edits(stacked):
     """``edit(..., consolidate_every=K)``: once K members were added since the last consolidation, the stack becomes
     one edit of all their requests; not before; a bad K is refused before anything is computed."""
     model, tok, stack, first, second, cfg, cache = stacked
-    state = _weights(model)
+    state = weights_of(model)
     with pytest.raises(ConfigError, match="consolidate_every"):
         stack.edit(model, tok, R1, cfg, consolidate_every=-1, stats_cache=cache, show_progress=False)
     assert len(stack) == 2 and stack.since_consolidation() == 2
@@ -222,7 +214,7 @@ def test_edit_consolidates_the_stack_every_k_edits(stacked):
     assert stack.since_consolidation() == 0
     stack.edit(model, tok, R2, cfg, consolidate_every=3, stats_cache=cache, show_progress=False)
     assert len(stack) == 2 and stack.since_consolidation() == 1  # counted from the consolidated member
-    assert _same(model, state)
+    assert same_weights(model, state)
 
 
 def test_an_empty_stack_cannot_be_consolidated(llama, tmp_path):

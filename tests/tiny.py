@@ -73,3 +73,13 @@ def tiny_model(kind: str, seed: int = 0, vocab: int | None = None):
     model = tf.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     model.eval()
     return model
+
+
+def weights_of(model) -> dict[str, torch.Tensor]:
+    """A copy of every tensor of the model's state, to compare against later."""
+    return {n: p.detach().clone() for n, p in model.state_dict().items()}
+
+
+def same_weights(model, state: dict[str, torch.Tensor]) -> bool:
+    """Whether the model's state equals ``state`` bit for bit."""
+    return all(torch.equal(p, state[n]) for n, p in model.state_dict().items())
