@@ -11,6 +11,7 @@ from anyedit.editing.chunking import (
     snap_spans,
     window_spans,
 )
+from anyedit.editing.history import EditHistory
 from anyedit.errors import ConfigError, RequestError
 from anyedit.model.prompts import prepare_request
 from anyedit.types import EditRequest
@@ -240,6 +241,42 @@ def test_question_tokens_that_begin_a_preservation_prompt_are_not_anchors(llama,
         prep = prepare_request(tok, req, cfg.prompt)
         first[skip] = tok.decode([prep.ids[i] for i in res.reports[0][0]["anchors"]]).strip()
     assert first == {False: "What is the capital of Peru?", True: "capital of Peru?"}
+
+
+def test_shared_prefix_rule_chooses_whose_texts_count(llama, tmp_path):
+    """In a batch of two questions that begin alike, the first chunk skips their common prefix by default
+    (chunking.shared_prefix="all"); "earlier" counts only earlier stack members, so a batch spreads it over the
+    whole question; on a stack, "earlier" still skips the prefix shared with the earlier member, "none" does not."""
+    import anyedit
+    from anyedit import EditConfig
+
+    model, tok = llama
+    reqs = [EditRequest("What is the capital of Peru?", "Lima, a city by the sea."),
+            EditRequest("What is the capital of Chad?", "It is N'Djamena.")]
+    base = {"method": "unke", "layers": [2], "chunking.window": 8, "chunking.first_anchor": "question",
+            "value.max_steps": 2, "backend.steps": 2, "backend.preserve_weight": 0}
+    def first_anchors(rule: str, requests: list[EditRequest], history: EditHistory | None = None):
+        cfg = EditConfig().with_overrides({**base, "chunking.shared_prefix": rule})
+        res = anyedit.compute_edits(model, tok, requests, cfg, cache_dir=tmp_path, show_progress=False,
+                                    history=history)
+        prep = prepare_request(tok, requests[0], cfg.prompt)
+        return tok.decode([prep.ids[i] for i in res.reports[0][0]["anchors"]]).strip(), res
+
+    assert first_anchors("all", reqs)[0] == "Peru?"
+    assert first_anchors("earlier", reqs)[0] == "What is the capital of Peru?"
+    _, earlier = first_anchors("all", reqs[1:])
+
+    def history() -> EditHistory:  # the Chad edit made before (a fresh copy: a call adds its own rows)
+        h = EditHistory()
+        h.merge(earlier.history)
+        return h
+
+    assert first_anchors("earlier", reqs[:1], history())[0] == "Peru?"
+    assert first_anchors("none", reqs[:1], history())[0] == "What is the capital of Peru?"
+    cfg = EditConfig().with_overrides({"chunking.shared_prefix": "earlier"})
+    assert EditConfig.from_dict(cfg.to_dict()).chunking.shared_prefix == "earlier"
+    with pytest.raises(ConfigError, match="shared_prefix"):
+        EditConfig().with_overrides({"chunking.shared_prefix": "batch"})
 
 
 def test_first_window_ties_only_the_answers_first_tokens_to_the_question():

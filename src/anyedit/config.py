@@ -172,6 +172,12 @@ class ChunkingConfig(Config):
     question tokens that also begin a preservation prompt (``EditConfig.preserve``), e.g. "What is the" in "What
     is the country of citizenship of ...". Their hidden states are the same in every question that begins so, so
     a target there moves all of those answers and contradicts the preservation term.
+
+    ``shared_prefix`` (with ``first_anchor="question"``): the first chunk is not spread over the leading question
+    tokens its text shares with another edit's text, where the two edits' targets would contradict each other:
+    ``"all"`` counts the earlier members of the stack (an ``EditHistory``) and the other requests of the same
+    batch, ``"earlier"`` only the earlier members (a batch spreads every request over its whole question, as
+    consolidating a stack does), ``"none"`` neither.
     """
 
     mode: ChunkMode = "window"
@@ -182,6 +188,7 @@ class ChunkingConfig(Config):
     anchor_span: int = 1
     first_window: int = 0
     skip_preserve_prefix: bool = False
+    shared_prefix: str = "all"
 
     def __post_init__(self) -> None:
         c = type(self)
@@ -195,6 +202,7 @@ class ChunkingConfig(Config):
         check_int(c, "anchor_span", self.anchor_span)
         check_int(c, "first_window", self.first_window, minimum=0)
         check_bool(c, "skip_preserve_prefix", self.skip_preserve_prefix)
+        check_choice(c, "shared_prefix", self.shared_prefix, ("all", "earlier", "none"))
         if self.snap and self.overlap:
             fail(c, "snap", self.snap, f"needs overlap=0 (got overlap={self.overlap})")
         if self.snap and 2 * self.snap >= self.window:

@@ -359,13 +359,14 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
         cov = st.stats([z])[z]
         with st.timing():
             scores = key_editability(model, spec, [p.ids for p in plan.prepared], z, cov)
-    others = list(history.rows) if history is not None else []
+    rule = config.chunking.shared_prefix  # whose texts count as rivals: earlier members, other requests
+    others = list(history.rows) if history is not None and rule != "none" else []
     if config.chunking.skip_preserve_prefix and config.chunking.first_anchor == "question":
         others += preserve_prompt_ids(tokenizer, config.preserve, config.prompt)
     # a text carrying only the later chunks has no anchor in its prompt: it is no rival, and keeps its chunks
     own = [i for i, a in enumerate(plan.answer_only) if not a]
-    shared = dict(zip(own, shared_prefixes([plan.prepared[i].ids for i in own], [plan.main_of[i] for i in own],
-                                           others)))
+    groups = [plan.main_of[i] if rule == "all" else 0 for i in own]  # one group: no rival among them
+    shared = dict(zip(own, shared_prefixes([plan.prepared[i].ids for i in own], groups, others)))
     if _snaps(config) or any(shared.values()):
         for i in own:
             plan.chunks[i] = make_chunks(plan.prepared[i], config.chunking, scores[i], shared[i])
