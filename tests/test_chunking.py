@@ -255,6 +255,7 @@ def test_shared_prefix_rule_chooses_whose_texts_count(llama, tmp_path):
             EditRequest("What is the capital of Chad?", "It is N'Djamena.")]
     base = {"method": "unke", "layers": [2], "chunking.window": 8, "chunking.first_anchor": "question",
             "value.max_steps": 2, "backend.steps": 2, "backend.preserve_weight": 0}
+
     def first_anchors(rule: str, requests: list[EditRequest], history: EditHistory | None = None):
         cfg = EditConfig().with_overrides({**base, "chunking.shared_prefix": rule})
         res = anyedit.compute_edits(model, tok, requests, cfg, cache_dir=tmp_path, show_progress=False,

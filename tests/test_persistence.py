@@ -177,12 +177,12 @@ def _failing_edit_leaves_the_model_as_it_was(model, res, cache_dir, message):
 
     cfg = res.config.with_overrides({"rounds": 3, "value.stop_loss": 0.0})
     with res.applied(model):
-        state = {n: p.clone() for n, p in model.state_dict().items()}
+        state = weights_of(model)
         with pytest.raises(RuntimeError, match=message):
             anyedit.compute_edits(model, tiny_tokenizer(), REQ, cfg, stats_cache=CovarianceCache(cache_dir, False),
                                   show_progress=False)
         assert edits_applied(model) == 1
-        assert all(torch.equal(p, state[n]) for n, p in model.state_dict().items())
+        assert same_weights(model, state)
     assert edits_applied(model) == 0
 
 

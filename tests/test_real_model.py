@@ -22,6 +22,8 @@ from anyedit.eval.locality import FactualProbe, LocalityProbe
 from anyedit.model.generation import generate
 from anyedit.model.prompts import prepare_request
 
+from .tiny import same_weights, weights_of
+
 pytestmark = pytest.mark.real
 rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
 
@@ -68,17 +70,13 @@ def _check_edited(model, tok, req, probe) -> None:
     assert "Paris" in generate(model, tok, UNRELATED[0], max_new_tokens=20)[0]
 
 
-def _weights(model) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.state_dict().items()}
-
-
 @pytest.fixture(scope="module")
 def edited(real, tmp_path_factory):
     """One real edit (the preset's method), computed once through the API and saved: the tests below check it
     in this process, in a new process through the CLI, and against another model."""
     model, tok = real
     req = _record("editeverything_dev.json", "128")  # code, 124 answer tokens
-    before = _weights(model)
+    before = weights_of(model)
     result = anyedit.compute_edits(model, tok, req, show_progress=False)
     changed = [n for n, p in model.state_dict().items() if not torch.equal(p, before[n])]
     edit_dir = result.save(tmp_path_factory.mktemp("real") / "edit")
@@ -89,10 +87,10 @@ def test_api_edit_generates_the_new_answer_and_reverts_bitwise(real, probe, edit
     model, tok = real
     req, result, _, changed = edited
     assert not changed, f"compute_edits changed the model: {changed}"
-    before = _weights(model)
+    before = weights_of(model)
     with result.applied(model):
         _check_edited(model, tok, req, probe)
-    assert all(torch.equal(p, before[n]) for n, p in model.state_dict().items()), "revert is not bit-exact"
+    assert same_weights(model, before), "revert is not bit-exact"
 
 
 def test_saved_edit_reproduces_in_a_new_process(real, probe, edited):
@@ -107,12 +105,12 @@ def test_saved_edit_reproduces_in_a_new_process(real, probe, edited):
                          capture_output=True, text=True, env=env, timeout=600)
     assert ask.returncode == 0, ask.stderr
     assert _rouge_l(req.answer, ask.stdout.strip()) >= 0.9, ask.stdout
-    before = _weights(model)
+    before = weights_of(model)
     with result.applied(model):
-        in_memory = _weights(model)
+        in_memory = weights_of(model)
     with anyedit.load_edits(edit_dir).applied(model):
-        assert all(torch.equal(p, in_memory[n]) for n, p in model.state_dict().items()), "saved != in-memory edit"
-    assert all(torch.equal(p, before[n]) for n, p in model.state_dict().items())
+        assert same_weights(model, in_memory), "saved != in-memory edit"
+    assert same_weights(model, before)
 
 
 def test_saved_edit_is_refused_by_another_model(tmp_path, edited):
@@ -162,18 +160,18 @@ def test_a_stack_of_two_edits_brings_both_answers_back(real, probe, edited, tmp_
     stack = anyedit.EditStack(tmp_path / "stack")
     stack.push(result)
     second = _mquake(0)  # a MQuAKE-CF counterfactual, ~100 answer tokens
-    before = _weights(model)
+    before = weights_of(model)
     stack.edit(model, tok, second, show_progress=False)
-    assert all(torch.equal(p, before[n]) for n, p in model.state_dict().items()), "stack.edit changed the model"
+    assert same_weights(model, before), "stack.edit changed the model"
     with anyedit.EditStack(stack.directory).applied(model):
         _check_edited(model, tok, second, probe)
         _check_edited(model, tok, req, probe)
-    assert all(torch.equal(p, before[n]) for n, p in model.state_dict().items()), "revert is not bit-exact"
+    assert same_weights(model, before), "revert is not bit-exact"
     # consolidated: the two members become one batch edit of both, computed on the base model; both still come back
     merged = stack.consolidate(model, tok, show_progress=False)
     assert [r.question for r in merged.requests] == [req.question, second.question]
-    assert all(torch.equal(p, before[n]) for n, p in model.state_dict().items()), "consolidate changed the model"
+    assert same_weights(model, before), "consolidate changed the model"
     with anyedit.EditStack(stack.directory).applied(model):
         _check_edited(model, tok, second, probe)
         _check_edited(model, tok, req, probe)
-    assert all(torch.equal(p, before[n]) for n, p in model.state_dict().items()), "revert is not bit-exact"
+    assert same_weights(model, before), "revert is not bit-exact"
