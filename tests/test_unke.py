@@ -220,6 +220,55 @@ def test_unke_replays_the_earlier_edits_targets_at_their_anchors(llama, tmp_path
     assert gap[1.0] < 0.5 and gap[0.0] > 0.8, gap
 
 
+def test_history_adapt_raises_the_weight_of_an_earlier_answer_below_its_floor(llama, tmp_path, monkeypatch):
+    """With history_adapt, an earlier answer found below its floor at a check has its weight multiplied by
+    1 + history_adapt (capped at 64, carried into the next round), and the raised weight pulls its anchors closer
+    to their own targets than the fixed weight does; with 0 the weights are not even reported. The margins are
+    stubbed: the earlier answer is always below its floor, the new one never passes."""
+    from anyedit import EditHistory
+    from anyedit.backends import unke
+
+    model, tok = llama
+    spec = get_spec(model)
+    cache = CovarianceCache(tmp_path, False)
+    history = EditHistory()
+    anyedit.compute_edits(model, tok, REQ, _cfg(tmp_path), stats_cache=cache, show_progress=False, history=history)
+    layer, positions, vectors = history.targets[0]
+    ids = history.rows[0]
+    before = trace(model, spec, [ids], 2, 2)[0].outputs[positions]
+    spans = [(history.starts[0], len(ids))]
+    calls = {"history": 0}
+
+    def stub(self, out):
+        if self.spans == spans:
+            calls["history"] += 1
+            return [1.0 if calls["history"] == 1 else -1.0]  # floor min(0.5, 1.0); below it at every check
+        return [-1.0]
+
+    monkeypatch.setattr(unke._LayerIO, "answer_margins", stub)
+    other = EditRequest("Who wrote it?", "It was written by a fox.")
+    over = {"backend.stop_margin": 0.5, "backend.steps": 40, "backend.check_every": 10, "rounds": 2,
+            "backend.history_weight": 0.1, "backend.replay_weight": 0.1}
+    gap, diags = {}, {}
+    for adapt in (0.0, 1.0):
+        h = EditHistory()
+        h.merge(history)
+        h.applied = {}  # the first edit is not applied: its anchors start away from their targets
+        calls["history"] = 0
+        res = anyedit.compute_edits(model, tok, other, _cfg(tmp_path, **over, **{"backend.history_adapt": adapt}),
+                                    stats_cache=cache, show_progress=False, history=h)
+        diags[adapt] = res.diagnostics["rounds"]
+        with res.applied(model):
+            after = trace(model, spec, [ids], 2, 2)[0].outputs[positions]
+        gap[adapt] = ((after - vectors).norm(dim=1) / (before - vectors).norm(dim=1)).mean().item()
+    assert all("history_weights" not in r for r in diags[0.0])
+    # checks at steps 0, 10, 20, 30 and the last one (40) in round 1: 2**5 = 32; round 2 goes on from there to 64
+    assert [r["history_weights"] for r in diags[1.0]] == [[32.0], [64.0]]
+    assert gap[1.0] < 0.8 * gap[0.0], gap
+    with pytest.raises(ConfigError, match="history_adapt"):
+        _cfg(tmp_path, **{"backend.history_adapt": -1.0})
+
+
 def test_unke_drops_an_earlier_edit_of_the_same_question(llama, tmp_path):
     """Editing a question again replaces its answer: the earlier text asking exactly that is neither kept nor
     replayed, then or in any later edit, while an earlier edit of another question is."""

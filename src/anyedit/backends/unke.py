@@ -59,7 +59,10 @@ class UnkeConfig(BackendConfig):
     then also stops only once no earlier answer has lost margin below ``min(history_margin, its margin when the
     update began)`` (checked when the new answer passes; ``history_margin`` None: ``stop_margin``). A lower
     ``history_margin`` than ``stop_margin`` asks each new answer for a wide margin without making every later update
-    hold all the earlier answers by as much.
+    hold all the earlier answers by as much. ``history_adapt`` > 0 makes those floors constraints the update
+    works towards, not only a stopping test: the earlier answers are checked every ``check_every`` steps, and each
+    one below its floor has its weight (on its kept positions and its replayed anchors) multiplied by
+    ``1 + history_adapt`` (up to 64; the weights carry over to the edit's later rounds) and is drawn on every step.
 
     ``weight_decay`` pulls the layer's matrices towards zero each step (AdamW, as the reference) with ``decay_to``
     "zero", or towards the weights the update began from with "start": the same decoupled decay, applied to the
@@ -91,6 +94,7 @@ class UnkeConfig(BackendConfig):
     history_batch: int = 8
     history_margin: float | None = None
     replay_weight: float = 1.0
+    history_adapt: float = 0.0
     preserve_unedited: bool = True
     seed: int = 0
 
@@ -112,6 +116,7 @@ class UnkeConfig(BackendConfig):
         if self.history_margin is not None:
             check_number(c, "history_margin", self.history_margin, allow_zero=True)
         check_number(c, "replay_weight", self.replay_weight, allow_zero=True)
+        check_number(c, "history_adapt", self.history_adapt, allow_zero=True)
         check_bool(c, "preserve_unedited", self.preserve_unedited)
         check_int(c, "seed", self.seed, minimum=0)
 
@@ -164,9 +169,15 @@ class _LayerIO:
         return min(self.answer_margins(out))
 
 
-def _mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    m = mask.to(a.dtype)
-    return (((a.float() - b.float()) ** 2).mean(-1) * m).sum() / m.sum().clamp_min(1)
+_MAX_HISTORY_WEIGHT = 64.0  # how far ``history_adapt`` raises an earlier answer's weight
+
+
+def _mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error over the positions in ``mask``; ``rows``: a weight per row (the mean still divides by
+    the number of positions, so weights of 1 change nothing)."""
+    m = mask.to(torch.float32)
+    w = m if rows is None else m * rows.to(m.device, torch.float32)[:, None]
+    return (((a.float() - b.float()) ** 2).mean(-1) * w).sum() / m.sum().clamp_min(1)
 
 
 def _targets(io: _LayerIO, anchors: list[tuple[list[int], torch.Tensor] | None]
@@ -191,6 +202,7 @@ def _mlp_path(spec: ArchSpec, layer: int) -> str:
 class UnkeBackend:
     def __init__(self) -> None:
         self.history_floor: list[float] | None = None  # set by the first round of an edit, kept by later ones
+        self.history_weights: torch.Tensor | None = None  # per earlier answer (``history_adapt``), likewise
 
     def check(self, model: nn.Module, config: EditConfig) -> None:
         spec = get_spec(model)
@@ -239,6 +251,9 @@ class UnkeBackend:
             # (on the model with this edit's first update applied) cannot accept what that update broke
             cap = cfg.stop_margin if cfg.history_margin is None else cfg.history_margin
             self.history_floor = [min(m, cap) for m in hist.answer_margins(hist.outputs)]
+        adapt = hist is not None and cfg.stop_margin is not None and cfg.history_adapt > 0
+        if hist is not None and self.history_weights is None:
+            self.history_weights = torch.ones(len(hist_rows))
 
         def layer_output(io: _LayerIO, sel: torch.Tensor | None = None) -> torch.Tensor:
             """The layer output on all rows of ``io``, or on the rows ``sel``."""
@@ -261,13 +276,16 @@ class UnkeBackend:
             return _mse(module(io.mlp_in[sel]), io.mlp_out[sel], io.mask[sel].bool())
 
         def history_loss() -> torch.Tensor:
-            """The earlier edit texts drawn this step: kept (``history_weight``), their anchors replayed
-            (``replay_weight``)."""
-            sel = draw(hist, cfg.history_batch)
-            out_h = layer_output(hist, sel)
-            loss = cfg.history_weight * _mse(out_h, hist_target[sel], hist_keep[sel])
+            """The earlier edit texts drawn this step (those whose weight ``history_adapt`` raised always):
+            kept (``history_weight``), their anchors replayed (``replay_weight``), each by its own weight."""
+            raised = [i for i, w in enumerate(self.history_weights.tolist()) if w > 1]
+            rest = [i for i in range(len(hist_rows)) if i not in raised]
+            pick = raised + rng.sample(rest, max(0, min(cfg.history_batch - len(raised), len(rest))))
+            sel = torch.tensor(pick, device=hist.ids.device)
+            out_h, w = layer_output(hist, sel), self.history_weights[sel.cpu()]
+            loss = cfg.history_weight * _mse(out_h, hist_target[sel], hist_keep[sel], w)
             if hist_anchors[sel].any():
-                loss = loss + cfg.replay_weight * _mse(out_h, hist_target[sel], hist_anchors[sel])
+                loss = loss + cfg.replay_weight * _mse(out_h, hist_target[sel], hist_anchors[sel], w)
             return loss
 
         if pres is not None and mlp is not None and cfg.preserve_tokens:
@@ -301,11 +319,16 @@ class UnkeBackend:
                 out = layer_output(edit)
                 if cfg.stop_margin is not None and (step % cfg.check_every == 0 or last):
                     margin = edit.answer_margin(out)
-                    if margin >= cfg.stop_margin and hist is not None:
+                    if hist is not None and (margin >= cfg.stop_margin or adapt):
                         with torch.no_grad():
                             now = hist.answer_margins(layer_output(hist))
-                        hist_margin = min(m - f for m, f in zip(now, self.history_floor))
+                        below = [m - f for m, f in zip(now, self.history_floor)]
+                        hist_margin = min(below)
                         margin = min(margin, cfg.stop_margin + hist_margin)  # passes only if both hold
+                        if adapt:
+                            lost = torch.tensor([b < 0 for b in below])
+                            w = self.history_weights
+                            w[lost] = (w[lost] * (1 + cfg.history_adapt)).clamp(max=_MAX_HISTORY_WEIGHT)
                     if margin >= cfg.stop_margin or last:
                         break
                 l_edit = _mse(out, target, anchor_mask)
@@ -343,6 +366,8 @@ class UnkeBackend:
             diagnostics.update(history_texts=len(hist_rows))
             if hist_margin is not None:  # the smallest loss of margin below its floor, over the earlier answers
                 diagnostics.update(history_margin_vs_floor=hist_margin)
+            if adapt:
+                diagnostics.update(history_weights=[round(w, 2) for w in self.history_weights.tolist()])
         return BackendOutput(deltas, diagnostics)
 
 
