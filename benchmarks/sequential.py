@@ -129,6 +129,10 @@ def main() -> None:
                     what = "; ".join(f"{k} {[r.get(k) for r in rounds]}" for k in
                                      ("update_steps", "reproduced", "history_margin_vs_floor")
                                      if any(k in r for r in rounds))
+                    raised = {j + 1: w for j, w in enumerate(rounds[-1].get("history_weights", []) if rounds else [])
+                              if w > 1}
+                    if raised:  # backend.history_adapt: which earlier texts (1-based) it weighted up, and how far
+                        what += f"; earlier texts weighted up {raised}"
                     where = f" (layer {this.layers[0]})" if cycle else ""
                     print(f"  edit {i}{where}: R-L right after {right_after[-1]:.2f}, {res.timings['total_s']:.0f} s, "
                           f"{len(rounds)} round(s); weights moved {moved:.3f}; {what} "

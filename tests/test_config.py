@@ -84,8 +84,10 @@ def test_a_named_preset_is_its_base_with_its_overrides_and_only_used_when_asked_
     para = preset_config(model, name="small-chat-unke-paraphrase")
     assert preset_name(model, name="small-chat-unke-paraphrase") == "small-chat-unke-paraphrase"
     assert (para.chunking.first_window, para.backend.stop_margin, para.backend.history_margin) == (5, 1.0, 0.25)
+    assert (para.backend.preserve_weight, para.backend.history_adapt) == (10.0, 0.0)  # as it was measured
     assert para.with_overrides({"chunking.first_window": 0, "backend.stop_margin": default.backend.stop_margin,
-                                "backend.history_margin": None}).to_dict() == default.to_dict()
+                                "backend.history_margin": None, "backend.preserve_weight": 30.0,
+                                "backend.history_adapt": 1.0}).to_dict() == default.to_dict()
     with pytest.raises(ConfigError, match="no preset named 'nope'.*small-chat-unke-paraphrase"):
         preset_config(model, name="nope")
     with pytest.raises(ConfigError, match="does not fit this model .* and method 'memit'"):
