@@ -263,10 +263,13 @@ class UnkeBackend:
                 (io.outputs[sel], io.mlp_in[sel], io.mlp_out[sel])
             return o + (module(i) - m)  # only the MLP's share changes
 
-        def draw(io: _LayerIO, batch: int) -> torch.Tensor:
-            """``batch`` rows of ``io`` drawn at random (all when fewer)."""
-            n_rows = io.ids.shape[0]
-            return torch.tensor(rng.sample(range(n_rows), min(batch, n_rows)), device=io.ids.device)
+        def draw(io: _LayerIO, batch: int, always: list[int] | None = None) -> torch.Tensor:
+            """The rows ``always``, then as many more of ``io``'s rows drawn at random as make ``batch`` (all when
+            fewer)."""
+            always = always or []
+            rest = [i for i in range(io.ids.shape[0]) if i not in always]
+            pick = always + rng.sample(rest, max(0, min(batch - len(always), len(rest))))
+            return torch.tensor(pick, device=io.ids.device)
 
         def kept_loss(io: _LayerIO, batch: int) -> torch.Tensor:
             """The change of the layer output over ``batch`` rows of ``io`` drawn at random."""
@@ -278,10 +281,7 @@ class UnkeBackend:
         def history_loss() -> torch.Tensor:
             """The earlier edit texts drawn this step (those whose weight ``history_adapt`` raised always):
             kept (``history_weight``), their anchors replayed (``replay_weight``), each by its own weight."""
-            raised = [i for i, w in enumerate(self.history_weights.tolist()) if w > 1]
-            rest = [i for i in range(len(hist_rows)) if i not in raised]
-            pick = raised + rng.sample(rest, max(0, min(cfg.history_batch - len(raised), len(rest))))
-            sel = torch.tensor(pick, device=hist.ids.device)
+            sel = draw(hist, cfg.history_batch, [i for i, w in enumerate(self.history_weights.tolist()) if w > 1])
             out_h, w = layer_output(hist, sel), self.history_weights[sel.cpu()]
             loss = cfg.history_weight * _mse(out_h, hist_target[sel], hist_keep[sel], w)
             if hist_anchors[sel].any():
