@@ -112,6 +112,10 @@ def main() -> None:
             if args.batch:
                 res = anyedit.compute_edits(model, tok, requests, cfg, show_progress=False)
                 stack.push(res)
+                rounds = res.diagnostics.get("rounds", [])
+                print(f"  one update of {len(requests)} requests: {len(rounds)} round(s), update steps "
+                      f"{[r.get('update_steps') for r in rounds]}"
+                      + (f"; the config's batch settings applied: {cfg.batch}" if cfg.batch else ""), flush=True)
             else:
                 done = [q for e in stack.entries() for q in e["questions"]]  # a consolidated member holds many
                 if done != [r.question for r in requests[: len(done)]]:

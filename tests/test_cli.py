@@ -232,6 +232,7 @@ def test_named_presets_are_listed_shown_and_a_wrong_name_refused(model_dirs, tmp
     assert main(["presets", "--model", str(model_dirs["a"])]) == 0
     out = capsys.readouterr().out
     assert out.startswith("preset: small-chat-unke\n") and "small-chat-unke-paraphrase" in out.splitlines()[-1]
+    assert "for an edit of more than one request" in out and "backend.steps=300" in out
     assert main(["presets", "--model", str(model_dirs["a"]), "--preset", "small-chat-unke-paraphrase"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("preset: small-chat-unke-paraphrase\n") and '"first_window": 5' in out

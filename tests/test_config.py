@@ -87,7 +87,7 @@ def test_a_named_preset_is_its_base_with_its_overrides_and_only_used_when_asked_
     assert (para.backend.preserve_weight, para.backend.history_adapt) == (10.0, 0.0)  # as it was measured
     assert para.with_overrides({"chunking.first_window": 0, "backend.stop_margin": default.backend.stop_margin,
                                 "backend.history_margin": None, "backend.preserve_weight": 30.0,
-                                "backend.history_adapt": 1.0}).to_dict() == default.to_dict()
+                                "backend.history_adapt": 1.0, "batch": default.batch}).to_dict() == default.to_dict()
     with pytest.raises(ConfigError, match="no preset named 'nope'.*small-chat-unke-paraphrase"):
         preset_config(model, name="nope")
     with pytest.raises(ConfigError, match="does not fit this model .* and method 'memit'"):
@@ -107,3 +107,33 @@ def test_a_value_layer_the_edited_layers_cannot_move_is_refused_before_any_work(
         anyedit.compute_edits(model, tok, anyedit.EditRequest("Q?", "An answer."), cfg,
                               stats_cache=CovarianceCache(tmp_path / "stats", False), show_progress=False)
     assert not (tmp_path / "stats").exists() or not any((tmp_path / "stats").iterdir())
+
+
+def test_batch_settings_round_trip_apply_to_a_batch_and_yield_to_explicit_settings():
+    cfg = EditConfig(method="unke").with_overrides({"batch": {"backend.steps": 300, "chunking.window": 12}})
+    assert EditConfig.from_json(cfg.to_json()) == cfg
+    batch = cfg.for_batch()
+    assert (batch.backend.steps, batch.chunking.window, batch.batch) == (300, 12, {})
+    assert batch.for_batch() == batch and EditConfig(method="unke").for_batch() == EditConfig(method="unke")
+    mine = cfg.with_overrides({"backend.steps": 50})  # given explicitly (--set): it wins in a batch too
+    assert mine.batch == {"chunking.window": 12} and mine.for_batch().backend.steps == 50
+    assert cfg.with_overrides({"method": "memit"}).batch == {}  # the old method's batch settings go with it
+    d = cfg.to_dict()
+    d["batch"]["backend.steps"] = 1  # to_dict hands out a copy
+    assert cfg.batch["backend.steps"] == 300
+    for bad, why in (({"backend.nope": 1}, "EditConfig.batch: unknown config field 'backend.nope'"),
+                     ({"backend.steps": 0}, "EditConfig.batch: .*steps"),
+                     ({"method": "memit"}, "cannot set method"), ([1], "must be an object")):
+        with pytest.raises(ConfigError, match=why):
+            EditConfig(method="unke").with_overrides({"batch": bad})
+
+
+def test_the_default_preset_has_batch_settings_that_apply_only_to_a_batch():
+    from anyedit.editing.presets import preset_config
+
+    from .tiny import tiny_model
+
+    cfg = preset_config(tiny_model("llama"))
+    batch = cfg.for_batch()
+    assert (cfg.backend.steps, cfg.chunking.shared_prefix) == (100, "all")
+    assert (batch.backend.steps, batch.chunking.shared_prefix, batch.batch) == (300, "earlier", {})

@@ -378,3 +378,16 @@ def test_unke_weight_decay_pulls_towards_zero_or_towards_where_the_update_began(
     for n, d in mats.items():
         expected = params[n].detach() * ((1 - 0.01 * 2.0) ** 5 - 1) if decay_to == "zero" else torch.zeros_like(d)
         assert torch.allclose(d, expected, atol=1e-6), n
+
+
+def test_a_batch_uses_the_configs_batch_settings_and_one_request_does_not(llama, tmp_path):
+    model, tok = llama
+    cfg = _cfg(tmp_path, **{"backend.steps": 5, "rounds": 1, "value.max_steps": 2}).with_overrides(
+        {"batch": {"backend.steps": 7, "backend.preserve_weight": 3.0}})
+    cache = CovarianceCache(tmp_path, False)
+    one = anyedit.compute_edits(model, tok, REQ, cfg, stats_cache=cache, show_progress=False)
+    assert one.config == cfg and one.diagnostics["update_steps"] == 5
+    two = anyedit.compute_edits(model, tok, [REQ, EditRequest("Who wrote it?", "A fox.")], cfg, stats_cache=cache,
+                                show_progress=False)
+    assert (two.config.backend.steps, two.config.backend.preserve_weight, two.config.batch) == (7, 3.0, {})
+    assert two.diagnostics["update_steps"] == 7

@@ -44,6 +44,8 @@ class Config:
                 v = v.to_dict()
             elif isinstance(v, tuple):
                 v = list(v)
+            elif isinstance(v, dict):
+                v = dict(v)
             out[f.name] = v
         return out
 
@@ -472,6 +474,10 @@ class EditConfig(Config):
     run out (an update that realises only part of each vector gets closer each round).
     ``phrasings``: other wordings of the question edited with it (paraphrase generalisation; off by default).
     ``backend``: the method's own settings; ``None`` means the method's defaults.
+    ``batch``: dotted-path settings (as :meth:`with_overrides` takes) that apply when one call edits more than one
+    request (``compute_edits`` with several requests, ``anyedit edit --requests``, consolidating a stack): what one
+    update writing many answers needs differs from what one answer needs (presets measure both). A setting given
+    explicitly with :meth:`with_overrides` (``--set``) is dropped from it, so it wins over the batch's.
     """
 
     method: str = "memit"
@@ -484,6 +490,7 @@ class EditConfig(Config):
     preserve: PreserveConfig = field(default_factory=PreserveConfig)
     phrasings: PhrasingConfig = field(default_factory=PhrasingConfig)
     backend: BackendConfig | None = None
+    batch: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         c = type(self)
@@ -507,6 +514,25 @@ class EditConfig(Config):
         if self.phrasings.other_questions and self.chunking.mode == "none":
             fail(c, "phrasings.other_questions", self.phrasings.other_questions, "edits the answer's chunks after "
                  "the first, and chunking.mode='none' makes one chunk (the whole answer)")
+        self._check_batch()
+
+    def _check_batch(self) -> None:
+        c = type(self)
+        if not isinstance(self.batch, dict) or not all(isinstance(k, str) for k in self.batch):
+            fail(c, "batch", self.batch, "must be an object of dotted config fields, e.g. {\"backend.steps\": 300}")
+        object.__setattr__(self, "batch", dict(self.batch))
+        bad = sorted(k for k in self.batch if k in ("method", "batch") or k.startswith("batch."))
+        if bad:
+            fail(c, "batch", self.batch, f"cannot set {', '.join(bad)}")
+        if self.batch:
+            try:
+                self.for_batch()
+            except ConfigError as e:
+                raise ConfigError(f"EditConfig.batch: {e}") from None
+
+    def for_batch(self) -> "EditConfig":
+        """The config for an edit of more than one request: ``batch`` applied (and emptied)."""
+        return self.with_overrides(self.batch) if self.batch else self
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "EditConfig":
@@ -530,6 +556,7 @@ class EditConfig(Config):
         if "method" in overrides and overrides["method"] != self.method:
             d["method"] = overrides["method"]
             d["backend"] = {}
+            d["batch"] = {}  # the batch settings were the old method's
             if not backend_config_class(d["method"]).uses_values:
                 d["chunking"] = {**d["chunking"], "mode": "none"}
         for key, value in overrides.items():
@@ -548,6 +575,8 @@ class EditConfig(Config):
             elif parts[-1] not in node:
                 raise ConfigError(f"unknown config field {key!r}")
             node[parts[-1]] = list(value) if isinstance(value, tuple) else value
+            if key != "batch" and isinstance(d.get("batch"), dict):
+                d["batch"] = {k: v for k, v in d["batch"].items() if k != key}  # given explicitly: it wins
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             try:

@@ -243,6 +243,9 @@ def cmd_presets(args: argparse.Namespace) -> int:
     cfg = preset_config(model, args.method, args.preset)
     print(f"preset: {preset_name(model, args.method, args.preset)}")
     print(cfg.to_json())
+    if cfg.batch:
+        print("for an edit of more than one request (--requests, consolidating a stack): "
+              + ", ".join(f"{k}={v}" for k, v in cfg.batch.items()) + " (a --set of the same field wins)")
     others = [n for n in named_presets(model, args.method) if n != args.preset]
     if others:
         print(f"other presets for this model (--preset NAME): {', '.join(others)}")

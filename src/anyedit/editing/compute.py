@@ -56,12 +56,17 @@ def resolve_layers(model: nn.Module, config: EditConfig) -> tuple[tuple[int, ...
 
 
 def _setup(model: nn.Module, config: EditConfig | None, stats_cache: CovarianceCache | None,
-           cache_dir: str | Path | None, show_progress: bool
+           cache_dir: str | Path | None, show_progress: bool, n_requests: int = 1
            ) -> tuple[EditConfig, tuple[int, ...], int, Any, CovarianceCache]:
-    """The config (the preset when None; layers filled in), edited layers, value layer, backend and statistics
-    cache. A bad config, a missing corpus or prompts file fails here, before any value search."""
+    """The config (the preset when None; its ``batch`` settings applied for more than one request; layers filled
+    in), edited layers, value layer, backend and statistics cache. A bad config, a missing corpus or prompts file
+    fails here, before any value search."""
     if config is None:
         config = preset_config(model)
+    if n_requests > 1 and config.batch:
+        log.info("an edit of %d requests: the config's batch settings apply (%s)", n_requests,
+                 ", ".join(f"{k}={v}" for k, v in config.batch.items()))
+        config = config.for_batch()
     if config.layers is None:
         config = EditConfig.from_dict({**config.to_dict(), "layers": list(resolve_layers(model, config)[0])})
     layers, z = resolve_layers(model, config)
@@ -339,7 +344,8 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
                   history: EditHistory | None = None, value_cache: ValueCache | None = None) -> EditResult:
     """Compute the edit for ``requests`` without changing ``model``.
 
-    ``config=None`` uses the measured preset for this model family and size (see ``presets.json``).
+    ``config=None`` uses the measured preset for this model family and size (see ``presets.json``). With more
+    than one request, ``config.batch`` applies (``result.config`` is the config used).
     Statistics are cached in ``stats_cache`` (or a new cache under ``cache_dir``).
     ``history``: for sequential editing, what the edits applied before left (their keys, texts and value targets,
     which the update methods protect); this edit's share is added to it (and kept as ``result.history``), and its
@@ -351,7 +357,7 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
     t_start = time.perf_counter()
     reqs = _as_requests(requests)
     spec = get_spec(model)
-    config, layers, z, backend, stats_cache = _setup(model, config, stats_cache, cache_dir, show_progress)
+    config, layers, z, backend, stats_cache = _setup(model, config, stats_cache, cache_dir, show_progress, len(reqs))
     plan = _plan(model, tokenizer, reqs, config)
     st = _StatisticsAccess(model, tokenizer, spec, config, stats_cache)
     scores: list[Any] = [None] * len(plan.prepared)

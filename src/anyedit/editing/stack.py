@@ -258,7 +258,8 @@ class EditStack:
     def consolidation_config(self) -> EditConfig:
         """The last member's config, with ``backend.steps`` raised to at least :data:`CONSOLIDATE_MIN_STEPS` for
         methods that train: one update then has to write every member's answer (a batch of 30 long answers came
-        back 11/30 with 100 steps a round and 30/30 with 300)."""
+        back 11/30 with 100 steps a round and 30/30 with 300). Its ``batch`` settings apply too, as to any edit of
+        more than one request."""
         config = self.config
         if config is None:
             raise EditFormatError(f"edit stack {self.directory} is empty: nothing to consolidate")
