@@ -115,7 +115,9 @@ def main() -> None:
                 rounds = res.diagnostics.get("rounds", [])
                 print(f"  one update of {len(requests)} requests: {len(rounds)} round(s), update steps "
                       f"{[r.get('update_steps') for r in rounds]}"
-                      + (f"; the config's batch settings applied: {cfg.batch}" if cfg.batch else ""), flush=True)
+                      + (f"; the config's batch settings applied: {cfg.batch}" if cfg.batch else "")
+                      + (f"; edit weights (edit_adapt) {rounds[-1]['edit_weights']}"
+                         if rounds and "edit_weights" in rounds[-1] else ""), flush=True)
             else:
                 done = [q for e in stack.entries() for q in e["questions"]]  # a consolidated member holds many
                 if done != [r.question for r in requests[: len(done)]]:

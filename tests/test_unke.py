@@ -87,9 +87,9 @@ def test_unke_margin_stop_checks_the_edited_models_own_answer_margin(llama, tmp_
 
     def passes_at_ten(self, out):
         seen.append(1)
-        return 5.0 if len(seen) == 3 else -1.0
+        return [5.0 if len(seen) == 3 else -1.0]
 
-    monkeypatch.setattr(unke._LayerIO, "answer_margin", passes_at_ten)
+    monkeypatch.setattr(unke._LayerIO, "answer_margins", passes_at_ten)
     res = anyedit.compute_edits(model, tok, REQ, _cfg(tmp_path, **{"backend.stop_margin": 0.5, "rounds": 3,
                                                                    "backend.check_every": 5}),
                                 stats_cache=cache, show_progress=False)
@@ -391,3 +391,41 @@ def test_a_batch_uses_the_configs_batch_settings_and_one_request_does_not(llama,
                                 show_progress=False)
     assert (two.config.backend.steps, two.config.backend.preserve_weight, two.config.batch) == (7, 3.0, {})
     assert two.diagnostics["update_steps"] == 7
+
+
+def test_edit_adapt_shifts_the_edit_weight_towards_the_answer_still_short(llama, tmp_path, monkeypatch):
+    """With edit_adapt, in an edit of two requests, the text below the stop margin at a check has its weight
+    multiplied by 1 + edit_adapt and the weights are rescaled to a mean of 1 over the anchor positions; relative to
+    the other text's, its anchors end closer to their targets than with equal weights. The margins are stubbed:
+    the first answer always passes, the second never does."""
+    from anyedit import EditHistory
+    from anyedit.backends import unke
+
+    model, tok = llama
+    spec = get_spec(model)
+    cache = CovarianceCache(tmp_path, False)
+    monkeypatch.setattr(unke._LayerIO, "answer_margins", lambda self, out: [1.0, -1.0][: len(self.spans)])
+    other = EditRequest("Who wrote it?", "It was written by a fox.")
+    over = {"backend.stop_margin": 0.5, "backend.steps": 40, "backend.check_every": 10, "rounds": 1}
+    gaps, diags = {}, {}
+    for adapt in (0.0, 1.0):
+        h = EditHistory()
+        res = anyedit.compute_edits(model, tok, [REQ, other], _cfg(tmp_path, **over, **{"backend.edit_adapt": adapt}),
+                                    stats_cache=cache, show_progress=False, history=h)
+        diags[adapt] = res.diagnostics
+        gaps[adapt] = []
+        for row, (layer, positions, vectors) in zip(h.rows, h.targets):
+            before = trace(model, spec, [row], 2, 2)[0].outputs[positions]
+            with res.applied(model):
+                after = trace(model, spec, [row], 2, 2)[0].outputs[positions]
+            gaps[adapt].append(((after - vectors).norm(dim=1) / (before - vectors).norm(dim=1)).mean().item())
+    assert "edit_weights" not in diags[0.0]
+    # checks at steps 0, 10, 20, 30 and 40: the second text's weight 2**5 = 32 times the first's, the mean over
+    # all anchor positions 1
+    w, n = diags[1.0]["edit_weights"], [len(t[1]) for t in h.targets]
+    assert w[1] / w[0] == pytest.approx(32, rel=0.1) and (w[0] * n[0] + w[1] * n[1]) / sum(n) == pytest.approx(1, 0.02)
+    # relative to the first text's, the second text's anchors end closer to their targets (on this random tiny
+    # model both end further than with equal weights: the two texts' anchors pull the layer the same way)
+    assert gaps[1.0][1] / gaps[1.0][0] < 0.6 * gaps[0.0][1] / gaps[0.0][0], gaps
+    with pytest.raises(ConfigError, match="edit_adapt"):
+        _cfg(tmp_path, **{"backend.edit_adapt": -1.0})

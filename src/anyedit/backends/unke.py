@@ -63,6 +63,11 @@ class UnkeConfig(BackendConfig):
     works towards, not only a stopping test: the earlier answers are checked every ``check_every`` steps, and each
     one below its floor has its weight (on its kept positions and its replayed anchors) multiplied by
     ``1 + history_adapt`` (up to 64; the weights carry over to the edit's later rounds) and is drawn on every step.
+    ``edit_adapt`` > 0 does the same for the edit's own texts (with ``stop_margin``): in an edit of several requests
+    (a batch), each text whose answer is below ``stop_margin`` at a check has the weight of its anchors multiplied
+    by ``1 + edit_adapt`` (up to 64 times the others', kept over the edit's rounds), the weights then rescaled so
+    that the mean over all anchor positions stays 1: the edit term keeps its total and shifts it towards the answers
+    still short, so that one update does not settle the answers that come easily and leave the hard ones.
 
     ``weight_decay`` pulls the layer's matrices towards zero each step (AdamW, as the reference) with ``decay_to``
     "zero", or towards the weights the update began from with "start": the same decoupled decay, applied to the
@@ -95,6 +100,7 @@ class UnkeConfig(BackendConfig):
     history_margin: float | None = None
     replay_weight: float = 1.0
     history_adapt: float = 0.0
+    edit_adapt: float = 0.0
     preserve_unedited: bool = True
     seed: int = 0
 
@@ -117,6 +123,7 @@ class UnkeConfig(BackendConfig):
             check_number(c, "history_margin", self.history_margin, allow_zero=True)
         check_number(c, "replay_weight", self.replay_weight, allow_zero=True)
         check_number(c, "history_adapt", self.history_adapt, allow_zero=True)
+        check_number(c, "edit_adapt", self.edit_adapt, allow_zero=True)
         check_bool(c, "preserve_unedited", self.preserve_unedited)
         check_int(c, "seed", self.seed, minimum=0)
 
@@ -165,11 +172,8 @@ class _LayerIO:
             logits = self.model(input_ids=self.ids, attention_mask=self.mask, use_cache=False).logits
         return [argmax_margin(logits[b, s - 1: n - 1], self.ids[b, s: n]) for b, (s, n) in enumerate(self.spans)]
 
-    def answer_margin(self, out: torch.Tensor) -> float:
-        return min(self.answer_margins(out))
 
-
-_MAX_HISTORY_WEIGHT = 64.0  # how far ``history_adapt`` raises an earlier answer's weight
+_MAX_HISTORY_WEIGHT = 64.0  # how far ``history_adapt`` (``edit_adapt``) raises an earlier answer's (a text's) weight
 
 
 def _mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -203,6 +207,7 @@ class UnkeBackend:
     def __init__(self) -> None:
         self.history_floor: list[float] | None = None  # set by the first round of an edit, kept by later ones
         self.history_weights: torch.Tensor | None = None  # per earlier answer (``history_adapt``), likewise
+        self.edit_weights: torch.Tensor | None = None  # per edit text (``edit_adapt``), likewise
 
     def check(self, model: nn.Module, config: EditConfig) -> None:
         spec = get_spec(model)
@@ -254,6 +259,10 @@ class UnkeBackend:
         adapt = hist is not None and cfg.stop_margin is not None and cfg.history_adapt > 0
         if hist is not None and self.history_weights is None:
             self.history_weights = torch.ones(len(hist_rows))
+        edit_adapt = cfg.stop_margin is not None and cfg.edit_adapt > 0
+        if edit_adapt and self.edit_weights is None:
+            self.edit_weights = torch.ones(edit.ids.shape[0])
+        per_row = anchor_mask.sum(1).float().cpu()  # anchor positions per edit text
 
         def layer_output(io: _LayerIO, sel: torch.Tensor | None = None) -> torch.Tensor:
             """The layer output on all rows of ``io``, or on the rows ``sel``."""
@@ -318,7 +327,13 @@ class UnkeBackend:
                     break
                 out = layer_output(edit)
                 if cfg.stop_margin is not None and (step % cfg.check_every == 0 or last):
-                    margin = edit.answer_margin(out)
+                    own = edit.answer_margins(out)
+                    margin = min(own)
+                    if edit_adapt:
+                        short = torch.tensor([m < cfg.stop_margin for m in own])
+                        w = self.edit_weights
+                        w[short] = (w[short] * (1 + cfg.edit_adapt)).clamp(max=_MAX_HISTORY_WEIGHT * w.min())
+                        w *= per_row.sum() / (w * per_row).sum()  # the edit term's total weight unchanged
                     if hist is not None and (margin >= cfg.stop_margin or adapt):
                         with torch.no_grad():
                             now = hist.answer_margins(layer_output(hist))
@@ -331,7 +346,7 @@ class UnkeBackend:
                             w[lost] = (w[lost] * (1 + cfg.history_adapt)).clamp(max=_MAX_HISTORY_WEIGHT)
                     if margin >= cfg.stop_margin or last:
                         break
-                l_edit = _mse(out, target, anchor_mask)
+                l_edit = _mse(out, target, anchor_mask, self.edit_weights if edit_adapt else None)
                 l_keep = _mse(out, edit.outputs, keep_mask)
                 loss = cfg.edit_weight * l_edit + cfg.kp_weight * l_keep
                 if pres is not None:
@@ -368,6 +383,8 @@ class UnkeBackend:
                 diagnostics.update(history_margin_vs_floor=hist_margin)
             if adapt:
                 diagnostics.update(history_weights=[round(w, 2) for w in self.history_weights.tolist()])
+        if edit_adapt:
+            diagnostics.update(edit_weights=[round(w, 2) for w in self.edit_weights.tolist()])
         return BackendOutput(deltas, diagnostics)
 
 
