@@ -575,8 +575,8 @@ class EditConfig(Config):
             elif parts[-1] not in node:
                 raise ConfigError(f"unknown config field {key!r}")
             node[parts[-1]] = list(value) if isinstance(value, tuple) else value
-            if key != "batch" and isinstance(d.get("batch"), dict):
-                d["batch"] = {k: v for k, v in d["batch"].items() if k != key}  # given explicitly: it wins
+        if isinstance(d.get("batch"), dict):  # a field given explicitly wins over the batch's, in any order
+            d["batch"] = {k: v for k, v in d["batch"].items() if k not in overrides}
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             try:

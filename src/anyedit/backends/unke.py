@@ -173,7 +173,13 @@ class _LayerIO:
         return [argmax_margin(logits[b, s - 1: n - 1], self.ids[b, s: n]) for b, (s, n) in enumerate(self.spans)]
 
 
-_MAX_HISTORY_WEIGHT = 64.0  # how far ``history_adapt`` (``edit_adapt``) raises an earlier answer's (a text's) weight
+_MAX_ADAPT_WEIGHT = 64.0  # how far ``history_adapt`` raises an earlier answer's weight (``edit_adapt``: a text's)
+
+
+def _raise_weights(w: torch.Tensor, which: list[bool], factor: float, cap: float) -> None:
+    """Multiply the weights ``w[which]`` by ``factor`` in place, up to ``cap``."""
+    sel = torch.tensor(which, dtype=torch.bool)
+    w[sel] = (w[sel] * factor).clamp(max=cap)
 
 
 def _mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -260,9 +266,10 @@ class UnkeBackend:
         if hist is not None and self.history_weights is None:
             self.history_weights = torch.ones(len(hist_rows))
         edit_adapt = cfg.stop_margin is not None and cfg.edit_adapt > 0
-        if edit_adapt and self.edit_weights is None:
-            self.edit_weights = torch.ones(edit.ids.shape[0])
-        per_row = anchor_mask.sum(1).float().cpu()  # anchor positions per edit text
+        if edit_adapt:
+            if self.edit_weights is None:
+                self.edit_weights = torch.ones(edit.ids.shape[0])
+            per_row = anchor_mask.sum(1).float().cpu()  # anchor positions per edit text
 
         def layer_output(io: _LayerIO, sel: torch.Tensor | None = None) -> torch.Tensor:
             """The layer output on all rows of ``io``, or on the rows ``sel``."""
@@ -330,9 +337,9 @@ class UnkeBackend:
                     own = edit.answer_margins(out)
                     margin = min(own)
                     if edit_adapt:
-                        short = torch.tensor([m < cfg.stop_margin for m in own])
                         w = self.edit_weights
-                        w[short] = (w[short] * (1 + cfg.edit_adapt)).clamp(max=_MAX_HISTORY_WEIGHT * w.min())
+                        _raise_weights(w, [m < cfg.stop_margin for m in own], 1 + cfg.edit_adapt,
+                                       _MAX_ADAPT_WEIGHT * w.min().item())
                         w *= per_row.sum() / (w * per_row).sum()  # the edit term's total weight unchanged
                     if hist is not None and (margin >= cfg.stop_margin or adapt):
                         with torch.no_grad():
@@ -341,9 +348,8 @@ class UnkeBackend:
                         hist_margin = min(below)
                         margin = min(margin, cfg.stop_margin + hist_margin)  # passes only if both hold
                         if adapt:
-                            lost = torch.tensor([b < 0 for b in below])
-                            w = self.history_weights
-                            w[lost] = (w[lost] * (1 + cfg.history_adapt)).clamp(max=_MAX_HISTORY_WEIGHT)
+                            _raise_weights(self.history_weights, [b < 0 for b in below], 1 + cfg.history_adapt,
+                                           _MAX_ADAPT_WEIGHT)
                     if margin >= cfg.stop_margin or last:
                         break
                 l_edit = _mse(out, target, anchor_mask, self.edit_weights if edit_adapt else None)
