@@ -118,6 +118,11 @@ def main() -> None:
                       + (f"; the config's batch settings applied: {cfg.batch}" if cfg.batch else "")
                       + (f"; edit weights (edit_adapt) {rounds[-1]['edit_weights']}"
                          if rounds and "edit_weights" in rounds[-1] else ""), flush=True)
+                for k, rp in enumerate(res.diagnostics.get("repair", []), 1):  # EditConfig.repair
+                    short = [m + 1 for m, x in enumerate(rp["margins"]) if x <= 0]
+                    print(f"  repair check {k}: answers not reproduced (teacher-forced) {short}; edited again: "
+                          + (", ".join(f"{e['request'] + 1} ({e['rounds']} round(s), {e['total_s']:.0f} s)"
+                                       for e in rp["edits"]) or "none"), flush=True)
             else:
                 done = [q for e in stack.entries() for q in e["questions"]]  # a consolidated member holds many
                 if done != [r.question for r in requests[: len(done)]]:

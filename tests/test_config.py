@@ -135,5 +135,8 @@ def test_the_default_preset_has_batch_settings_that_apply_only_to_a_batch():
 
     cfg = preset_config(tiny_model("llama"))
     batch = cfg.for_batch()
-    assert (cfg.backend.steps, cfg.chunking.shared_prefix) == (100, "all")
-    assert (batch.backend.steps, batch.chunking.shared_prefix, batch.batch) == (300, "earlier", {})
+    assert (cfg.backend.steps, cfg.chunking.shared_prefix, cfg.repair) == (100, "all", 0)
+    assert (batch.backend.steps, batch.chunking.shared_prefix, batch.repair, batch.batch) == (300, "earlier", 1, {})
+    assert EditConfig.from_dict(batch.to_dict()).repair == 1
+    with pytest.raises(ConfigError, match="repair"):
+        cfg.with_overrides({"repair": -1})

@@ -429,3 +429,76 @@ def test_edit_adapt_shifts_the_edit_weight_towards_the_answer_still_short(llama,
     assert gaps[1.0][1] / gaps[1.0][0] < 0.6 * gaps[0.0][1] / gaps[0.0][0], gaps
     with pytest.raises(ConfigError, match="edit_adapt"):
         _cfg(tmp_path, **{"backend.edit_adapt": -1.0})
+
+
+def test_repair_edits_again_each_batch_answer_not_reproduced_and_keeps_the_others(llama, tmp_path, monkeypatch):
+    """EditConfig.repair: the answers found not reproduced after the batch update (margins stubbed: both short, then
+    both back) are edited again on top, one at a time with the single-request settings, each on the model with the
+    batch and the repairs before it applied and kept as history. The result is one edit: the batch's weight change
+    plus the repairs', its share holding the batch's texts and the repairs'; the model is untouched."""
+    from anyedit.editing import compute
+
+    model, tok = llama
+    state = {n: p.clone() for n, p in model.state_dict().items()}
+    checks = iter([[-1.0, -2.0], [1.0, 1.0]])
+    monkeypatch.setattr(compute, "answer_margins", lambda model, rows, starts: next(checks))
+    seen = []
+    real = compute.compute_edits
+
+    def spy(model, tok, requests, config=None, **kw):  # the repairs: one request, on the edited model
+        seen.append((requests[0].question, config, len(kw["history"].rows), len(kw["history"].applied)))
+        return real(model, tok, requests, config, **kw)
+
+    other = EditRequest("Who wrote it?", "It was written by a fox.")
+    cfg = _cfg(tmp_path, **{"backend.steps": 4, "rounds": 1, "value.max_steps": 2}).with_overrides(
+        {"batch": {"backend.steps": 2, "repair": 1}})
+    cache = CovarianceCache(tmp_path, False)
+    joint = anyedit.compute_edits(model, tok, [REQ, other], cfg.with_overrides({"batch": {"backend.steps": 2}}),
+                                  stats_cache=cache, show_progress=False)
+    assert "repair" not in joint.diagnostics and len(joint.history.rows) == 2
+    monkeypatch.setattr(compute, "compute_edits", spy)
+    res = real(model, tok, [REQ, other], cfg, stats_cache=cache, show_progress=False)
+    assert all(torch.equal(p, state[n]) for n, p in model.state_dict().items())
+    assert res.config.repair == 1 and res.config.backend.steps == 2
+    first, last = res.diagnostics["repair"]
+    assert first["repaired"] == [0, 1] and [e["request"] for e in first["edits"]] == [0, 1]
+    assert last == {"margins": [1.0, 1.0], "repaired": [], "edits": []}
+    # each repair: the single-request settings, the batch's texts (and the first repair's) kept, with their changes
+    assert [(q, c, n) for q, c, n, _ in seen] == [(REQ.question, cfg, 2), (other.question, cfg, 3)]
+    assert all(applied > 0 for *_, applied in seen)
+    assert len(res.history.rows) == 4 and res.history.n_edits == 3  # the batch's two texts, then each repair's
+    assert res.history.live_rows() == [2, 3]  # the repairs replaced the batch's texts of the same questions
+    assert res.deltas.keys() == joint.deltas.keys()
+    assert all(not torch.equal(res.deltas[n].full(), joint.deltas[n].full()) for n in res.deltas)
+
+
+def test_answer_margins_is_the_teacher_forced_argmax_margin_of_each_answer(llama):
+    from anyedit.model.logits import answer_margins, argmax_margin
+
+    model, tok = llama
+    preps = [prepare_request(tok, r, EditConfig().prompt) for r in (REQ, EditRequest("Who?", "A fox."))]
+    got = answer_margins(model, [p.ids for p in preps], [p.prompt_len for p in preps])
+    for p, m in zip(preps, got):
+        ids = torch.tensor([p.ids])
+        logits = model(input_ids=ids).logits[0]
+        assert m == pytest.approx(argmax_margin(logits[p.prompt_len - 1: -1], ids[0, p.prompt_len:]), abs=1e-5)
+    with pytest.raises(ValueError, match="answer must start"):
+        answer_margins(model, [preps[0].ids], [len(preps[0].ids)])
+
+
+def test_repair_does_nothing_when_the_batch_reproduces_every_answer(llama, tmp_path, monkeypatch):
+    """Every answer reproduced after the batch update (margins stubbed positive): no request is edited again and the
+    weight changes are exactly those without repair."""
+    from anyedit.editing import compute
+
+    model, tok = llama
+    monkeypatch.setattr(compute, "answer_margins", lambda model, rows, starts: [1.0] * len(rows))
+    other = EditRequest("Who wrote it?", "It was written by a fox.")
+    cache = CovarianceCache(tmp_path, False)
+    out = {}
+    for repair in (0, 2):
+        cfg = _cfg(tmp_path, **{"backend.steps": 3, "rounds": 1, "value.max_steps": 2, "repair": repair})
+        out[repair] = anyedit.compute_edits(model, tok, [REQ, other], cfg, stats_cache=cache, show_progress=False)
+    assert out[2].diagnostics["repair"] == [{"margins": [1.0, 1.0], "repaired": [], "edits": []}]
+    assert out[0].deltas.keys() == out[2].deltas.keys()
+    assert all(torch.equal(out[0].deltas[n].full(), out[2].deltas[n].full()) for n in out[0].deltas)

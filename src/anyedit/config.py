@@ -478,11 +478,17 @@ class EditConfig(Config):
     request (``compute_edits`` with several requests, ``anyedit edit --requests``, consolidating a stack): what one
     update writing many answers needs differs from what one answer needs (presets measure both). A setting given
     explicitly with :meth:`with_overrides` (``--set``) is dropped from it, so it wins over the batch's.
+    ``repair``: in an edit of more than one request, how many repair passes follow the update (0: none). A pass
+    asks every request's question on the model with the edit so far applied (teacher-forced: is every answer token
+    the argmax?) and edits each request whose answer is not reproduced again, one at a time, on top of it, as an
+    edit stack adds a member: with the single-request settings, keeping the batch's other answers and the repairs
+    before it as history. The result is one edit (the summed weight changes). No effect on one request.
     """
 
     method: str = "memit"
     layers: tuple[int, ...] | None = None
     rounds: int = 1
+    repair: int = 0
     chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
     value: ValueConfig = field(default_factory=ValueConfig)
     stats: StatsConfig = field(default_factory=StatsConfig)
@@ -500,6 +506,7 @@ class EditConfig(Config):
         elif not isinstance(self.backend, cls):
             fail(c, "backend", self.backend, f"method {self.method!r} needs a {cls.__name__}")
         check_int(c, "rounds", self.rounds)
+        check_int(c, "repair", self.repair, minimum=0)
         for name, typ in (("chunking", ChunkingConfig), ("value", ValueConfig), ("stats", StatsConfig),
                           ("prompt", PromptConfig), ("preserve", PreserveConfig), ("phrasings", PhrasingConfig)):
             if not isinstance(getattr(self, name), typ):

@@ -142,6 +142,9 @@ def summary(result: Any, n_requests: int) -> str:
         line += f"; the first update realised {100 * realised:.0f}% of the target change"
     if rounds > 1:
         line += f", {rounds} refinement rounds in all"
+    repaired = [e["request"] + 1 for p in result.diagnostics.get("repair", []) for e in p["edits"]]
+    if repaired:  # EditConfig.repair: requests the batch update left short, edited again on top
+        line += f"; request(s) {', '.join(map(str, repaired))} not reproduced by the batch update, edited again"
     return line
 
 

@@ -20,6 +20,7 @@ from ..config import EditConfig, check_layers
 from ..errors import EditApplyError, RequestError
 from ..model.arch import ArchSpec, get_spec, model_identity, num_layers
 from ..model.loading import default_cache_dir
+from ..model.logits import answer_margins
 from ..model.prompts import context_length, prepare_request
 from ..model.weights import Delta, apply_deltas, get_param, restore, tensor_sha256
 from ..stats.corpus import corpus_id
@@ -338,6 +339,63 @@ def _run_rounds(model: nn.Module, tokenizer: Any, spec: ArchSpec, plan: _Plan, c
     return out
 
 
+def _repair(model: nn.Module, tokenizer: Any, plan: _Plan, given: EditConfig | None, passes: int,
+            deltas: dict[str, Delta], share: EditHistory, history: EditHistory | None,
+            stats_cache: CovarianceCache, show_progress: bool, timings: dict[str, float]
+            ) -> tuple[dict[str, Delta], EditHistory, list[dict[str, Any]]]:
+    """``EditConfig.repair``: up to ``passes`` times, ask every request (its own wording, teacher-forced) on the
+    model with ``deltas`` applied, and edit each one whose answer is not reproduced again on top, one at a time,
+    as an edit stack adds a member (``given``, the single-request settings; the batch's share, the repairs before
+    it and the caller's ``history`` kept as history). Returns the summed deltas, the whole share (the batch's and
+    every repair's) and per pass the margins found and what each repair did. The model is left as it was."""
+    first_of = plan.first_of
+    own = [plan.prepared[first_of[m]] for m in range(len(plan.requests))]
+    deltas, whole, report = dict(deltas), EditHistory(), []
+    whole.merge(share)
+    backup: dict[str, Any] = {}
+    try:
+        for n in range(passes):
+            backup = apply_deltas(model, deltas)
+            margins = answer_margins(model, [p.ids for p in own], [p.prompt_len for p in own])
+            failing = [m for m, x in enumerate(margins) if x <= 0]
+            report.append({"margins": [round(x, 3) for x in margins], "repaired": failing, "edits": []})
+            if not failing:
+                break
+            log.info("repair pass %d: %d of %d answers not reproduced (%s); editing them again one at a time",
+                     n + 1, len(failing), len(own), ", ".join(str(m + 1) for m in failing))
+            hist = EditHistory()  # what the model now carries: the caller's history, the batch, the repairs so far
+            if history is not None:
+                hist.merge(history)
+            hist.merge(whole)
+            hist.add_applied(deltas)
+            for m in failing:
+                res = compute_edits(model, tokenizer, [plan.requests[m]], given, stats_cache=stats_cache,
+                                    show_progress=show_progress, history=hist)
+                restore(model, backup)
+                backup = {}
+                for name, d in res.deltas.items():
+                    deltas[name] = deltas[name].merged(d) if name in deltas else d
+                backup = apply_deltas(model, deltas)
+                whole.merge(res.history)
+                for k in ("value_search_s", "update_s", "statistics_s"):
+                    timings[k] += res.timings.get(k, 0.0)
+                report[-1]["edits"].append({"request": m, "rounds": len(res.diagnostics["rounds"]),
+                                            "total_s": res.timings["total_s"]})
+            restore(model, backup)
+            backup = {}
+        else:  # every pass repaired something: say where the answers stand now
+            backup = apply_deltas(model, deltas)
+            margins = answer_margins(model, [p.ids for p in own], [p.prompt_len for p in own])
+            report.append({"margins": [round(x, 3) for x in margins], "repaired": [], "edits": []})
+            short = [m + 1 for m, x in enumerate(margins) if x <= 0]
+            if short:
+                log.warning("after %d repair passes, %d answers are still not reproduced: %s", passes, len(short),
+                            ", ".join(map(str, short)))
+    finally:
+        restore(model, backup)
+    return deltas, whole, report
+
+
 def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict | Sequence[EditRequest | dict],
                   config: EditConfig | None = None, *, stats_cache: CovarianceCache | None = None,
                   cache_dir: str | Path | None = None, show_progress: bool = True,
@@ -357,6 +415,7 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
     t_start = time.perf_counter()
     reqs = _as_requests(requests)
     spec = get_spec(model)
+    given = config
     config, layers, z, backend, stats_cache = _setup(model, config, stats_cache, cache_dir, show_progress, len(reqs))
     plan = _plan(model, tokenizer, reqs, config)
     st = _StatisticsAccess(model, tokenizer, spec, config, stats_cache)
@@ -366,7 +425,10 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
         with st.timing():
             scores = key_editability(model, spec, [p.ids for p in plan.prepared], z, cov)
     rule = config.chunking.shared_prefix  # whose texts count as rivals: earlier members, other requests
-    others = list(history.rows) if history is not None and rule != "none" else []
+    others = []
+    if history is not None and rule != "none":  # an earlier text asking exactly what this edit asks is replaced
+        asked = [p.ids[: p.prompt_len] for p in plan.prepared]
+        others = [history.rows[i] for i in history.live_rows(asked)]
     if config.chunking.skip_preserve_prefix and config.chunking.first_anchor == "question":
         others += preserve_prompt_ids(tokenizer, config.preserve, config.prompt)
     # a text carrying only the later chunks has no anchor in its prompt: it is no rival, and keeps its chunks
@@ -378,19 +440,22 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
             plan.chunks[i] = make_chunks(plan.prepared[i], config.chunking, scores[i], shared[i])
     done = _run_rounds(model, tokenizer, spec, plan, config, layers, z, backend, st, history, value_cache,
                        show_progress)
-    original = {}
     for name, d in done.deltas.items():
         if not d.is_finite():
             raise EditApplyError(f"the {config.method} update for {name} is not finite; nothing was changed")
-        original[name] = tensor_sha256(get_param(model, name))
     share = EditHistory()  # what later edits must keep of this one
     share.add(done.edited_keys, [list(p.ids) for p in plan.prepared],
               [edited_from(p, c) for p, c in zip(plan.prepared, plan.chunks)],
               done.last_values or None)
+    timings = {"value_search_s": done.value_search_s, "update_s": done.update_s, "statistics_s": st.seconds}
+    repairs: list[dict[str, Any]] = []
+    if config.repair and len(reqs) > 1:
+        done.deltas, share, repairs = _repair(model, tokenizer, plan, given, config.repair, done.deltas, share,
+                                              history, stats_cache, show_progress, timings)
+    original = {name: tensor_sha256(get_param(model, name)) for name in done.deltas}
     if history is not None:
         history.merge(share)
         history.add_applied(done.deltas)
-    timings = {"value_search_s": done.value_search_s, "update_s": done.update_s, "statistics_s": st.seconds}
     if plan.has_variants:
         timings["phrasings_s"] = plan.phrasing_seconds
     timings["total_s"] = time.perf_counter() - t_start
@@ -398,6 +463,8 @@ def compute_edits(model: nn.Module, tokenizer: Any, requests: EditRequest | dict
                                    **{k: v for k, v in done.rounds[0].items() if k not in _PER_ROUND}}
     if done.final_check is not None:
         diagnostics["final_check"] = done.final_check
+    if repairs:
+        diagnostics["repair"] = repairs
     values, is_main = done.first_values, plan.is_main
     reports = [[r.to_dict() for r in v.reports] for v, main in zip(values, is_main) if main]
     if plan.has_variants:
