@@ -22,7 +22,7 @@ from ..model.arch import ArchSpec, get_spec, model_identity, num_layers
 from ..model.loading import default_cache_dir
 from ..model.logits import answer_margins
 from ..model.prompts import context_length, prepare_request
-from ..model.weights import Delta, apply_deltas, get_param, restore, tensor_sha256
+from ..model.weights import Delta, add_deltas, apply_deltas, get_param, restore, tensor_sha256
 from ..stats.corpus import corpus_id
 from ..stats.covariance import CovarianceCache
 from ..stats.preserve import chat_source, load_prompts, preserve_prompt_ids
@@ -327,8 +327,7 @@ def _run_rounds(model: nn.Module, tokenizer: Any, spec: ArchSpec, plan: _Plan, c
             update_s = time.perf_counter() - t0 - (st.seconds - s0)
             out.update_s += update_s
             out.rounds.append({**search, "update_s": update_s, **update.diagnostics})
-            for name, d in update.deltas.items():
-                out.deltas[name] = out.deltas[name].merged(d) if name in out.deltas else d
+            add_deltas(out.deltas, update.deltas)
             for layer, k in update.edited_keys.items():
                 out.edited_keys.setdefault(layer, k)  # the keys the first (main) round wrote at
             if update.diagnostics.get("reproduced"):
@@ -345,24 +344,31 @@ def _repair(model: nn.Module, tokenizer: Any, plan: _Plan, given: EditConfig | N
             ) -> tuple[dict[str, Delta], EditHistory, list[dict[str, Any]]]:
     """``EditConfig.repair``: up to ``passes`` times, ask every request (its own wording, teacher-forced) on the
     model with ``deltas`` applied, and edit each one whose answer is not reproduced again on top, one at a time,
-    as an edit stack adds a member (``given``, the single-request settings; the batch's share, the repairs before
-    it and the caller's ``history`` kept as history). Returns the summed deltas, the whole share (the batch's and
-    every repair's) and per pass the margins found and what each repair did. The model is left as it was."""
-    first_of = plan.first_of
-    own = [plan.prepared[first_of[m]] for m in range(len(plan.requests))]
+    as an edit stack adds a member (``given``, the single-request settings; the caller's ``history``, the batch's
+    share and the repairs before it kept as history). Returns the summed deltas, the whole share (the batch's and
+    every repair's) and per check the margins found and what each repair did (after the last pass, a check of
+    where the answers stand). The model is left as it was."""
+    own = [plan.prepared[plan.first_of[m]] for m in range(len(plan.requests))]
     deltas, whole, report = dict(deltas), EditHistory(), []
     whole.merge(share)
     backup: dict[str, Any] = {}
     try:
-        for n in range(passes):
+        for n in range(passes + 1):
+            restore(model, backup)
+            backup = {}  # restored: not restored again if the next apply fails
             backup = apply_deltas(model, deltas)
             margins = answer_margins(model, [p.ids for p in own], [p.prompt_len for p in own])
             failing = [m for m, x in enumerate(margins) if x <= 0]
-            report.append({"margins": [round(x, 3) for x in margins], "repaired": failing, "edits": []})
+            report.append({"margins": [round(x, 3) for x in margins], "repaired": [], "edits": []})
             if not failing:
+                break
+            if n == passes:
+                log.warning("after %d repair pass(es), %d of %d answers are still not reproduced: %s", passes,
+                            len(failing), len(own), ", ".join(str(m + 1) for m in failing))
                 break
             log.info("repair pass %d: %d of %d answers not reproduced (%s); editing them again one at a time",
                      n + 1, len(failing), len(own), ", ".join(str(m + 1) for m in failing))
+            report[-1]["repaired"] = failing
             hist = EditHistory()  # what the model now carries: the caller's history, the batch, the repairs so far
             if history is not None:
                 hist.merge(history)
@@ -370,27 +376,16 @@ def _repair(model: nn.Module, tokenizer: Any, plan: _Plan, given: EditConfig | N
             hist.add_applied(deltas)
             for m in failing:
                 res = compute_edits(model, tokenizer, [plan.requests[m]], given, stats_cache=stats_cache,
-                                    show_progress=show_progress, history=hist)
+                                    show_progress=show_progress, history=hist)  # on the model as it now is
                 restore(model, backup)
                 backup = {}
-                for name, d in res.deltas.items():
-                    deltas[name] = deltas[name].merged(d) if name in deltas else d
+                add_deltas(deltas, res.deltas)
                 backup = apply_deltas(model, deltas)
                 whole.merge(res.history)
                 for k in ("value_search_s", "update_s", "statistics_s"):
                     timings[k] += res.timings.get(k, 0.0)
                 report[-1]["edits"].append({"request": m, "rounds": len(res.diagnostics["rounds"]),
                                             "total_s": res.timings["total_s"]})
-            restore(model, backup)
-            backup = {}
-        else:  # every pass repaired something: say where the answers stand now
-            backup = apply_deltas(model, deltas)
-            margins = answer_margins(model, [p.ids for p in own], [p.prompt_len for p in own])
-            report.append({"margins": [round(x, 3) for x in margins], "repaired": [], "edits": []})
-            short = [m + 1 for m, x in enumerate(margins) if x <= 0]
-            if short:
-                log.warning("after %d repair passes, %d answers are still not reproduced: %s", passes, len(short),
-                            ", ".join(map(str, short)))
     finally:
         restore(model, backup)
     return deltas, whole, report

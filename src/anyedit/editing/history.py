@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import EditFormatError
-from ..model.weights import Delta
+from ..model.weights import Delta, add_deltas
 from ..types import ValueTargets
 
 
@@ -76,8 +76,7 @@ class EditHistory:
 
     def add_applied(self, deltas: dict[str, Delta]) -> None:
         """Record weight changes that are applied to the model with this history's edits."""
-        for name, d in deltas.items():
-            self.applied[name] = self.applied[name].merged(d) if name in self.applied else d
+        add_deltas(self.applied, deltas)
 
     def get(self, layer: int) -> torch.Tensor | None:
         return self.sums.get(layer)

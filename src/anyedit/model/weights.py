@@ -68,6 +68,12 @@ class Delta:
         return {"dense": self.dense} if self.dense is not None else {"a": self.a, "b": self.b}  # type: ignore[dict-item]
 
 
+def add_deltas(into: dict[str, Delta], deltas: dict[str, Delta]) -> None:
+    """Add ``deltas`` to ``into`` in place, parameter by parameter (:meth:`Delta.merged`)."""
+    for name, d in deltas.items():
+        into[name] = into[name].merged(d) if name in into else d
+
+
 def get_param(model: nn.Module, name: str) -> torch.nn.Parameter:
     try:
         return model.get_parameter(name)
