@@ -117,7 +117,9 @@ def main() -> None:
                       f"{[r.get('update_steps') for r in rounds]}"
                       + (f"; the config's batch settings applied: {cfg.batch}" if cfg.batch else "")
                       + (f"; edit weights (edit_adapt) {rounds[-1]['edit_weights']}"
-                         if rounds and "edit_weights" in rounds[-1] else ""), flush=True)
+                         if rounds and "edit_weights" in rounds[-1] else "")
+                      + (f"; answer margins measured (of a check of all) {[r['margins_measured'] for r in rounds]}"
+                         if rounds and "margins_measured" in rounds[-1] else ""), flush=True)
                 for k, rp in enumerate(res.diagnostics.get("repair", []), 1):  # EditConfig.repair
                     short = [m + 1 for m, x in enumerate(rp["margins"]) if x <= 0]
                     print(f"  repair check {k}: answers not reproduced (teacher-forced) {short}; edited again: "
@@ -138,7 +140,8 @@ def main() -> None:
                         moved = relative_change(model, res.deltas)
                     rounds = res.diagnostics.get("rounds", [])
                     what = "; ".join(f"{k} {[r.get(k) for r in rounds]}" for k in
-                                     ("update_steps", "reproduced", "history_margin_vs_floor")
+                                     ("update_steps", "reproduced", "history_margin_vs_floor",
+                                      "margins_measured")
                                      if any(k in r for r in rounds))
                     raised = {j + 1: w for j, w in enumerate(rounds[-1].get("history_weights", []) if rounds else [])
                               if w > 1}

@@ -25,13 +25,11 @@ def _cfg(tmp_path, **over):
 
 def _own_margin(model, tok, res) -> float:
     """The smallest argmax margin of REQ's answer tokens in the model with ``res`` applied (teacher-forced)."""
-    from anyedit.model.logits import argmax_margin
+    from anyedit.model.logits import answer_margins
 
     prep = prepare_request(tok, REQ, res.config.prompt)
-    ids = torch.tensor([prep.ids])
     with res.applied(model):
-        logits = model(input_ids=ids).logits[0]
-    return argmax_margin(logits[prep.prompt_len - 1: -1], ids[0, prep.prompt_len:])
+        return answer_margins(model, [prep.ids], [prep.prompt_len])[0]
 
 
 def test_unke_moves_anchor_outputs_to_targets_and_keeps_the_rest(tiny, tmp_path):
@@ -502,3 +500,82 @@ def test_repair_does_nothing_when_the_batch_reproduces_every_answer(llama, tmp_p
     assert out[2].diagnostics["repair"] == [{"margins": [1.0, 1.0], "repaired": [], "edits": []}]
     assert out[0].deltas.keys() == out[2].deltas.keys()
     assert all(torch.equal(out[0].deltas[n].full(), out[2].deltas[n].full()) for n in out[0].deltas)
+
+
+def test_lazy_margins_measure_again_only_the_rows_near_their_floor_and_confirm_a_pass_on_every_row():
+    from anyedit.backends.unke import _FULL_CHECK_EVERY, _LazyMargins
+
+    calls = []
+    now = [5.0, 0.2, 3.0]  # the margins "of the current weights"
+
+    def fn(rows):
+        calls.append(rows)
+        return [now[i] for i in (range(3) if rows is None else rows)]
+
+    lazy = _LazyMargins([0.5, 0.5, 0.5], slack=1.0)
+    assert lazy.measure(fn) == [5.0, 0.2, 3.0] and calls == [None]  # the first check measures every row
+    now[:] = [-9.0, 0.3, -9.0]  # the rows well above their floor drop, unseen: only row 1 was near it
+    assert lazy.measure(fn) == [5.0, 0.3, 3.0] and calls[-1] == [1]
+    now[1] = 0.6  # row 1 passes: every row passes by what is known, so the others are measured too
+    assert lazy.measure(fn) == [-9.0, 0.6, -9.0] and calls[-2:] == [[1], [0, 2]]
+    assert lazy.measure(fn, confirm=False) == [-9.0, 0.6, -9.0] and calls[-1] is None  # all near or below now
+    now[:] = [2.0, 2.0, 2.0]
+    assert lazy.measure(fn, confirm=False) == [2.0, 2.0, 2.0]  # all were near their floor
+    assert lazy.checks == 5 and _FULL_CHECK_EVERY == 5
+    now[:] = [-1.0, -1.0, -1.0]
+    assert lazy.measure(fn, confirm=False) == [-1.0, -1.0, -1.0]  # the fifth check measures every row
+    now[:] = [2.0, 2.0, 2.0]
+    lazy.measure(fn, confirm=False)
+    now[:] = [3.0, 3.0, 3.0]
+    n = len(calls)
+    assert lazy.measure(fn, confirm=False) == [2.0, 2.0, 2.0] and len(calls) == n  # all well above: none measured
+    assert lazy.measure(fn) == [3.0, 3.0, 3.0] and calls[n:] == [None]  # a pass is confirmed on every row
+    assert (lazy.measured, lazy.possible) == (3 + 1 + 3 + 3 + 3 + 3 + 3 + 0 + 3, 27)
+    every = _LazyMargins([0.5, 0.5, 0.5], slack=None)
+    calls.clear()
+    for _ in range(3):
+        every.measure(fn)
+    assert calls == [None, None, None] and every.measured == every.possible == 9
+
+
+def test_answer_margins_of_some_rows_are_those_rows_margins(llama, tmp_path):
+    from anyedit.backends import unke
+    from anyedit.backends.base import EditContext
+
+    model, tok = llama
+    cfg = _cfg(tmp_path)
+    preps = [prepare_request(tok, r, cfg.prompt) for r in (REQ, EditRequest("Who wrote it?", "A fox wrote it."),
+                                                           EditRequest("Why?", "Because it could, in the end."))]
+    ctx = EditContext.__new__(EditContext)
+    object.__setattr__(ctx, "spec", get_spec(model))
+    io = unke._LayerIO(model, ctx, 2, [p.ids for p in preps], starts=[p.prompt_len for p in preps])
+    every = io.answer_margins(io.outputs)
+    assert io.answer_margins(io.outputs[[2, 0]], [2, 0]) == pytest.approx([every[2], every[0]], abs=1e-5)
+
+
+def test_check_slack_spares_margin_checks_and_leaves_the_update_as_it_is(llama, tmp_path, monkeypatch):
+    """Without edit_adapt and history_adapt, the update decides to stop on the same margins with and without
+    check_slack, so the two edits are the same; with it, fewer answer margins are measured. (The tiny model never
+    reproduces an answer, so each row's margin is stubbed by a pseudo-random function of its layer output: like a
+    real margin, it depends only on the weights and the row.)"""
+    from anyedit.backends import unke
+
+    model, tok = llama
+    cache = CovarianceCache(tmp_path, False)
+
+    def margins(self, out, rows=None):
+        return [(out[b].double().sum().item() * 1000) % 1.0 for b in range(out.shape[0])]
+
+    monkeypatch.setattr(unke._LayerIO, "answer_margins", margins)
+    reqs = [REQ, EditRequest("Who wrote it?", "It was written by a fox."), EditRequest("Why?", "Because it could.")]
+    over = {"backend.stop_margin": 0.5, "backend.steps": 30, "backend.check_every": 2, "rounds": 1,
+            "value.max_steps": 10}
+    res = {s: anyedit.compute_edits(model, tok, reqs, _cfg(tmp_path, **over, **{"backend.check_slack": s}),
+                                    stats_cache=cache, show_progress=False) for s in (None, 0.0)}
+    assert res[None].diagnostics["update_steps"] == res[0.0].diagnostics["update_steps"]
+    assert all(torch.equal(res[None].deltas[n].dense, d.dense) for n, d in res[0.0].deltas.items())
+    assert "margins_measured" not in res[None].diagnostics
+    measured, possible = res[0.0].diagnostics["margins_measured"]
+    assert measured < possible, (measured, possible)
+    with pytest.raises(ConfigError, match="check_slack"):
+        _cfg(tmp_path, **{"backend.check_slack": -1.0})

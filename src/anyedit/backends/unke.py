@@ -69,6 +69,14 @@ class UnkeConfig(BackendConfig):
     that the mean over all anchor positions stays 1: the edit term keeps its total and shifts it towards the answers
     still short, so that one update does not settle the answers that come easily and leave the hard ones.
 
+    ``check_slack`` (None: off) makes those checks cheaper when there are many answers to check (a batch, a long
+    stack), where running the layers above over every answer at every check costs as much as the training steps:
+    an answer whose margin was above its floor (``stop_margin``, or an earlier answer's floor) by at least
+    ``check_slack`` when last measured is measured again only every fifth check, or when every other answer passes,
+    so the update still stops only on margins of the weights it stops with. With ``edit_adapt`` and
+    ``history_adapt`` off, the update runs exactly as without it; with them, an answer that falls from well above its
+    floor has its weight raised at most a few checks later.
+
     ``weight_decay`` pulls the layer's matrices towards zero each step (AdamW, as the reference) with ``decay_to``
     "zero", or towards the weights the update began from with "start": the same decoupled decay, applied to the
     change only, so a long run of edits does not shrink the layer step by step.
@@ -93,6 +101,7 @@ class UnkeConfig(BackendConfig):
     tol: float = 0.0
     stop_margin: float | None = None
     check_every: int = 5
+    check_slack: float | None = None
     train: str = "layer"
     preserve_tokens: int = 0
     history_weight: float = 1.0
@@ -114,6 +123,8 @@ class UnkeConfig(BackendConfig):
         if self.stop_margin is not None:
             check_number(c, "stop_margin", self.stop_margin, allow_zero=True)
         check_int(c, "check_every", self.check_every)
+        if self.check_slack is not None:
+            check_number(c, "check_slack", self.check_slack, allow_zero=True)
         check_choice(c, "train", self.train, ("layer", "mlp"))
         check_choice(c, "decay_to", self.decay_to, ("zero", "start"))
         check_int(c, "preserve_tokens", self.preserve_tokens, minimum=0)
@@ -165,12 +176,58 @@ class _LayerIO:
         return rec.outputs[self.path]
 
     @torch.no_grad()
-    def answer_margins(self, out: torch.Tensor) -> list[float]:
-        """Per row, the smallest argmax margin of its answer tokens, with this layer's output ``out`` replayed and
-        the layers above it run by the model's own forward."""
+    def answer_margins(self, out: torch.Tensor, rows: list[int] | None = None) -> list[float]:
+        """Per row (all, or the ``rows`` given, whose layer output ``out`` then is), the smallest argmax margin of
+        its answer tokens, with this layer's output ``out`` replayed and the layers above it run by the model's own
+        forward."""
+        ids, mask, spans = self.ids, self.mask, self.spans
+        if rows is not None:
+            sel = torch.tensor(rows, device=ids.device)
+            ids, mask, spans = ids[sel], mask[sel], [spans[i] for i in rows]
         with replayed_layers(self.layers, self.layer, out.detach()):
-            logits = self.model(input_ids=self.ids, attention_mask=self.mask, use_cache=False).logits
-        return [argmax_margin(logits[b, s - 1: n - 1], self.ids[b, s: n]) for b, (s, n) in enumerate(self.spans)]
+            logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        return [argmax_margin(logits[b, s - 1: n - 1], ids[b, s: n]) for b, (s, n) in enumerate(spans)]
+
+
+_FULL_CHECK_EVERY = 5  # with ``check_slack``: every row is measured again at every this many-th check
+
+
+class _LazyMargins:
+    """Per-row answer margins against a floor per row, measured again lazily (``check_slack``).
+
+    At a check, only the rows whose margin was within ``slack`` of their floor when last measured (or never
+    measured) are measured again, and every row at every ``_FULL_CHECK_EVERY``-th check. With ``confirm``, when
+    every row is at or above its floor by what is known, the rows not measured this time are measured too, so that
+    a decision that all rows pass is always made on margins of the current weights: the slack only spares rows
+    while the update goes on anyway. ``slack`` None: every row at every check."""
+
+    def __init__(self, floors: list[float], slack: float | None) -> None:
+        self.floors, self.slack = floors, slack
+        self.last: list[float | None] = [None] * len(floors)
+        self.checks = self.measured = self.possible = 0
+
+    def measure(self, fn: Any, confirm: bool = True) -> list[float]:
+        """The margins after this check; ``fn(rows)`` measures ``rows`` (None: all rows, in order)."""
+        n = len(self.floors)
+        full = self.slack is None or self.checks % _FULL_CHECK_EVERY == 0
+        self.checks += 1
+        self.possible += n
+        close = [i for i, (m, f) in enumerate(zip(self.last, self.floors))
+                 if full or m is None or m - f < self.slack]
+        self._fill(fn, close)
+        measured = set(close)
+        rest = [i for i in range(n) if i not in measured]
+        if confirm and rest and all(m >= f for m, f in zip(self.last, self.floors)):
+            self._fill(fn, rest)
+        return list(self.last)  # every entry measured at least once: the first check measures all
+
+    def _fill(self, fn: Any, rows: list[int]) -> None:
+        if not rows:
+            return
+        got = fn(None if len(rows) == len(self.floors) else rows)
+        for i, m in zip(rows, got):
+            self.last[i] = m
+        self.measured += len(rows)
 
 
 _MAX_ADAPT_WEIGHT = 64.0  # how far ``history_adapt`` raises an earlier answer's weight (``edit_adapt``: a text's)
@@ -180,6 +237,11 @@ def _raise_weights(w: torch.Tensor, which: list[bool], factor: float, cap: float
     """Multiply the weights ``w[which]`` by ``factor`` in place, up to ``cap``."""
     sel = torch.tensor(which, dtype=torch.bool)
     w[sel] = (w[sel] * factor).clamp(max=cap)
+
+
+def _rows(io: _LayerIO, rows: list[int] | None) -> torch.Tensor | None:
+    """Row indices of ``io`` as a tensor on its device (None: all rows)."""
+    return None if rows is None else torch.tensor(rows, device=io.ids.device)
 
 
 def _mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -265,6 +327,9 @@ class UnkeBackend:
         adapt = hist is not None and cfg.stop_margin is not None and cfg.history_adapt > 0
         if hist is not None and self.history_weights is None:
             self.history_weights = torch.ones(len(hist_rows))
+        own_check = _LazyMargins([cfg.stop_margin or 0.0] * edit.ids.shape[0], cfg.check_slack)
+        hist_check = _LazyMargins(self.history_floor, cfg.check_slack) \
+            if hist is not None and cfg.stop_margin is not None else None
         edit_adapt = cfg.stop_margin is not None and cfg.edit_adapt > 0
         if edit_adapt:
             if self.edit_weights is None:
@@ -334,7 +399,8 @@ class UnkeBackend:
                     break
                 out = layer_output(edit)
                 if cfg.stop_margin is not None and (step % cfg.check_every == 0 or last):
-                    own = edit.answer_margins(out)
+                    own = own_check.measure(lambda rows: edit.answer_margins(out) if rows is None else
+                                            edit.answer_margins(out[_rows(edit, rows)], rows))
                     margin = min(own)
                     if edit_adapt:
                         w = self.edit_weights
@@ -343,7 +409,10 @@ class UnkeBackend:
                         w *= per_row.sum() / (w * per_row).sum()  # the edit term's total weight unchanged
                     if hist is not None and (margin >= cfg.stop_margin or adapt):
                         with torch.no_grad():
-                            now = hist.answer_margins(layer_output(hist))
+                            now = hist_check.measure(
+                                lambda rows: hist.answer_margins(layer_output(hist)) if rows is None else
+                                hist.answer_margins(layer_output(hist, _rows(hist, rows)), rows),
+                                confirm=margin >= cfg.stop_margin)
                         below = [m - f for m, f in zip(now, self.history_floor)]
                         hist_margin = min(below)
                         margin = min(margin, cfg.stop_margin + hist_margin)  # passes only if both hold
@@ -389,6 +458,9 @@ class UnkeBackend:
                 diagnostics.update(history_margin_vs_floor=hist_margin)
             if adapt:
                 diagnostics.update(history_weights=[round(w, 2) for w in self.history_weights.tolist()])
+        if cfg.check_slack is not None:  # answer margins measured, of those a check of every row would have
+            checks = [c for c in (own_check, hist_check) if c is not None]
+            diagnostics.update(margins_measured=[sum(c.measured for c in checks), sum(c.possible for c in checks)])
         if edit_adapt:
             diagnostics.update(edit_weights=[round(w, 2) for w in self.edit_weights.tolist()])
         return BackendOutput(deltas, diagnostics)

@@ -352,11 +352,16 @@ def _repair(model: nn.Module, tokenizer: Any, plan: _Plan, given: EditConfig | N
     deltas, whole, report = dict(deltas), EditHistory(), []
     whole.merge(share)
     backup: dict[str, Any] = {}
+
+    def reapply() -> None:  # the model with ``deltas`` (as they now are) applied
+        nonlocal backup
+        restore(model, backup)
+        backup = {}  # restored: not restored again if the next apply fails
+        backup = apply_deltas(model, deltas)
+
     try:
+        reapply()
         for n in range(passes + 1):
-            restore(model, backup)
-            backup = {}  # restored: not restored again if the next apply fails
-            backup = apply_deltas(model, deltas)
             margins = answer_margins(model, [p.ids for p in own], [p.prompt_len for p in own])
             failing = [m for m, x in enumerate(margins) if x <= 0]
             report.append({"margins": [round(x, 3) for x in margins], "repaired": [], "edits": []})
@@ -377,10 +382,8 @@ def _repair(model: nn.Module, tokenizer: Any, plan: _Plan, given: EditConfig | N
             for m in failing:
                 res = compute_edits(model, tokenizer, [plan.requests[m]], given, stats_cache=stats_cache,
                                     show_progress=show_progress, history=hist)  # on the model as it now is
-                restore(model, backup)
-                backup = {}
                 add_deltas(deltas, res.deltas)
-                backup = apply_deltas(model, deltas)
+                reapply()
                 whole.merge(res.history)
                 for k in ("value_search_s", "update_s", "statistics_s"):
                     timings[k] += res.timings.get(k, 0.0)
