@@ -83,7 +83,7 @@ def test_unke_margin_stop_checks_the_edited_models_own_answer_margin(llama, tmp_
 
     seen = []
 
-    def passes_at_ten(self, out):
+    def passes_at_ten(self, out, rows=None):
         seen.append(1)
         return [5.0 if len(seen) == 3 else -1.0]
 
@@ -153,7 +153,7 @@ def test_unke_keeps_training_until_the_earlier_answers_keep_their_margin(llama, 
     def run(history_margins, rounds=1, extra=None):
         seen = {"edit": 0, "history": 0}
 
-        def stub(self, out):
+        def stub(self, out, rows=None):
             kind = "history" if self.spans == spans else "edit"
             seen[kind] += 1
             if kind == "edit":
@@ -237,7 +237,7 @@ def test_history_adapt_raises_the_weight_of_an_earlier_answer_below_its_floor(ll
     spans = [(history.starts[0], len(ids))]
     calls = {"history": 0}
 
-    def stub(self, out):
+    def stub(self, out, rows=None):
         if self.spans == spans:
             calls["history"] += 1
             return [1.0 if calls["history"] == 1 else -1.0]  # floor min(0.5, 1.0); below it at every check
@@ -341,7 +341,7 @@ def test_a_round_runs_again_while_an_earlier_answer_is_below_its_floor(llama, tm
     def run(history_margins):
         seen = {"history": 0}
 
-        def stub(self, out):
+        def stub(self, out, rows=None):
             if self.spans != spans:
                 return [5.0]  # the new answer always passes
             seen["history"] += 1
@@ -402,7 +402,7 @@ def test_edit_adapt_shifts_the_edit_weight_towards_the_answer_still_short(llama,
     model, tok = llama
     spec = get_spec(model)
     cache = CovarianceCache(tmp_path, False)
-    monkeypatch.setattr(unke._LayerIO, "answer_margins", lambda self, out: [1.0, -1.0][: len(self.spans)])
+    monkeypatch.setattr(unke._LayerIO, "answer_margins", lambda self, out, rows=None: [1.0, -1.0][: len(self.spans)])
     other = EditRequest("Who wrote it?", "It was written by a fox.")
     over = {"backend.stop_margin": 0.5, "backend.steps": 40, "backend.check_every": 10, "rounds": 1}
     gaps, diags = {}, {}

@@ -399,8 +399,8 @@ class UnkeBackend:
                     break
                 out = layer_output(edit)
                 if cfg.stop_margin is not None and (step % cfg.check_every == 0 or last):
-                    own = own_check.measure(lambda rows: edit.answer_margins(out) if rows is None else
-                                            edit.answer_margins(out[_rows(edit, rows)], rows))
+                    own = own_check.measure(
+                        lambda rows: edit.answer_margins(out if rows is None else out[_rows(edit, rows)], rows))
                     margin = min(own)
                     if edit_adapt:
                         w = self.edit_weights
@@ -410,8 +410,7 @@ class UnkeBackend:
                     if hist is not None and (margin >= cfg.stop_margin or adapt):
                         with torch.no_grad():
                             now = hist_check.measure(
-                                lambda rows: hist.answer_margins(layer_output(hist)) if rows is None else
-                                hist.answer_margins(layer_output(hist, _rows(hist, rows)), rows),
+                                lambda rows: hist.answer_margins(layer_output(hist, _rows(hist, rows)), rows),
                                 confirm=margin >= cfg.stop_margin)
                         below = [m - f for m, f in zip(now, self.history_floor)]
                         hist_margin = min(below)
